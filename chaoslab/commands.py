@@ -1,0 +1,75 @@
+"""The one place chaoslab runs programs: argument lists only, never a shell string."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from chaoslab.errors import ChaoslabError
+
+# binary -> Debian package that ships it
+PACKAGES = {
+    "ip": "iproute2",
+    "tc": "iproute2",
+    "haproxy": "haproxy",
+    "keepalived": "keepalived",
+    "apache2": "apache2",
+    "pgrep": "procps",
+    "iptables": "iptables",
+    "tcpdump": "tcpdump",
+}
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def check(self) -> CommandResult:
+        if not self.ok:
+            detail = (self.stderr or self.stdout).strip().splitlines()
+            raise ChaoslabError(
+                f"command failed (exit {self.returncode}): {shlex.join(self.argv)}"
+                + (f": {detail[-1]}" if detail else "")
+            )
+        return self
+
+
+def run(argv: Sequence[str], timeout: float = 30.0, check: bool = False) -> CommandResult:
+    """Run argv, capture its output, and return a CommandResult."""
+    try:
+        completed = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
+    except FileNotFoundError:
+        raise missing_binary(argv[0]) from None
+    except subprocess.TimeoutExpired:
+        raise ChaoslabError(f"command timed out after {timeout:g} s: {shlex.join(argv)}") from None
+    result = CommandResult(tuple(argv), completed.returncode, completed.stdout, completed.stderr)
+    return result.check() if check else result
+
+
+def missing_binary(binary: str) -> ChaoslabError:
+    package = PACKAGES.get(binary)
+    hint = f"; install it with: apt-get install {package}" if package else ""
+    return ChaoslabError(f"{binary} is not installed (not found on PATH){hint}")
+
+
+def require_binaries(binaries: Sequence[str]) -> None:
+    """Fail with one clear line naming the package for each missing binary."""
+    missing = [binary for binary in binaries if shutil.which(binary) is None]
+    if missing:
+        packages = sorted({PACKAGES.get(binary, binary) for binary in missing})
+        raise ChaoslabError(
+            f"missing {', '.join(missing)}: the lab runs the real daemons; "
+            f"install them with: apt-get install {' '.join(packages)}"
+        )

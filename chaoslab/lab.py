@@ -1,0 +1,244 @@
+"""The lab: one topology, one profile, one provider, and what can be asked of the whole.
+
+Probes, actions, the control and the CLI all go through a Lab; none of them
+knows which provider runs it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from chaoslab.client import Outcome, request_vip
+from chaoslab.errors import ChaoslabError
+from chaoslab.node import Node
+from chaoslab.paths import STATE_ROOT
+from chaoslab.providers import Provider, provider_class
+from chaoslab.topology import Topology
+
+DEFAULT_PROVIDER = "netns"
+DEFAULT_PREFIX = "chaoslab"
+PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+SELECTORS = {"vrrp-master": "MASTER", "vrrp-backup": "BACKUP"}
+# configuration key -> environment variable that overrides it
+SETTINGS = {
+    "chaoslab_provider": "CHAOSLAB_PROVIDER",
+    "chaoslab_profile": "CHAOSLAB_PROFILE",
+    "chaoslab_prefix": "CHAOSLAB_PREFIX",
+}
+
+
+@dataclass(frozen=True)
+class LabSettings:
+    provider: str = DEFAULT_PROVIDER
+    profile: str | None = None
+    prefix: str = DEFAULT_PREFIX
+
+    @classmethod
+    def resolve(cls, configuration: Mapping | None = None) -> LabSettings:
+        """The experiment's configuration, overridden by CHAOSLAB_* environment variables."""
+        configuration = configuration or {}
+        values = {
+            key: os.environ.get(variable) or configuration.get(key)
+            for key, variable in SETTINGS.items()
+        }
+        return cls(
+            provider=values["chaoslab_provider"] or DEFAULT_PROVIDER,
+            profile=values["chaoslab_profile"] or None,
+            prefix=values["chaoslab_prefix"] or DEFAULT_PREFIX,
+        )
+
+
+class Lab:
+    def __init__(self, settings: LabSettings | None = None, topology: Topology | None = None):
+        settings = settings or LabSettings()
+        if not PREFIX_PATTERN.match(settings.prefix):
+            raise ChaoslabError(
+                f"invalid lab prefix {settings.prefix!r}: use 1 to 12 lower-case letters and digits, "
+                "starting with a letter (it names every namespace the lab makes)"
+            )
+        self.settings = settings
+        self.topology = topology or Topology.load()
+        self.prefix = settings.prefix
+        self.state_dir = STATE_ROOT / settings.prefix
+        requested = self.topology.profile(settings.profile)
+        self.provider: Provider = provider_class(settings.provider)(
+            self.topology, requested, settings.prefix, self.state_dir
+        )
+        running = self.running_profile()
+        if running and running != requested.name:
+            self.provider.profile = self.topology.profile(running)
+        self.requested_profile = requested
+
+    @classmethod
+    def from_configuration(cls, configuration: Mapping | None = None) -> Lab:
+        return cls(LabSettings.resolve(configuration))
+
+    @property
+    def profile(self):
+        return self.provider.profile
+
+    def running_profile(self) -> str | None:
+        try:
+            return json.loads((self.state_dir / "lab.json").read_text(encoding="utf-8"))["profile"]
+        except (FileNotFoundError, KeyError, ValueError):
+            return None
+
+    # -- life cycle -------------------------------------------------------
+
+    def is_up(self) -> bool:
+        return self.provider.is_up()
+
+    def up(self, timeout: float | None = None) -> list[str]:
+        running = self.running_profile()
+        if self.is_up() and running and running != self.requested_profile.name:
+            raise ChaoslabError(
+                f"lab {self.prefix!r} is up with profile {running}, not {self.requested_profile.name}; "
+                f"run 'chaoslab lab down' first, or use another prefix"
+            )
+        was_up = self.is_up()
+        lines = self.provider.up()
+        if not was_up:
+            try:
+                waited = self.wait_ready(timeout)
+            except BaseException:
+                self.provider.down()
+                raise
+            lines.append(f"VIP {self.topology.vip} answers, held by {', '.join(self.vip_holders())} "
+                         f"({waited:.2f} s after the daemons started)")
+        return lines
+
+    def down(self) -> list[str]:
+        return self.provider.down()
+
+    def ready_timeout(self) -> float:
+        """Master-down interval of the profile, plus margin for checks and start-up."""
+        profile = self.profile
+        track = profile.settings["track"]
+        return 4 * profile.advert_int + track.get("interval", 1) * track.get("rise", 1) + 10
+
+    def wait_ready(self, timeout: float | None = None) -> float:
+        """Wait until exactly one load balancer holds the VIP and the VIP answers from every backend."""
+        timeout = timeout or self.ready_timeout()
+        started = time.monotonic()
+        deadline = started + timeout
+        while time.monotonic() < deadline:
+            if len(self.vip_holders()) == 1 and self.alternates(count=len(self.topology.webservers) * 2):
+                return time.monotonic() - started
+            time.sleep(0.05)
+        raise ChaoslabError(
+            f"lab {self.prefix!r} not in steady state after {timeout:.0f} s: VIP holders {self.vip_holders()}, "
+            f"states {self.vrrp_states()}; see 'chaoslab lab status'"
+        )
+
+    @contextmanager
+    def lock(self, holder: str) -> Iterator[None]:
+        """Hold the lab for one run; a second run is refused with the holder's name."""
+        STATE_ROOT.mkdir(parents=True, exist_ok=True)
+        path = STATE_ROOT / f"{self.prefix}.lock"
+        handle = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            current = handle.read().strip() or "another process"
+            handle.close()
+            raise ChaoslabError(
+                f"lab {self.prefix!r} is in use by {current}; wait for it to finish, "
+                "or use another prefix (CHAOSLAB_PREFIX) for a second lab"
+            ) from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} ({holder})")
+            handle.flush()
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+            handle.close()
+
+    def require_up(self) -> None:
+        if not self.is_up():
+            raise ChaoslabError(f"lab {self.prefix!r} is not up; start it with: chaoslab lab up")
+
+    # -- nodes ------------------------------------------------------------
+
+    def node(self, name: str) -> Node:
+        """A node by name, or by role: 'vrrp-master' / 'vrrp-backup' (the load balancer in that state now)."""
+        if name in SELECTORS:
+            wanted = SELECTORS[name]
+            for spec in self.topology.loadbalancers:
+                node = self.provider.node(spec.name)
+                if node.vrrp_state() == wanted:
+                    return node
+            raise ChaoslabError(f"no load balancer is in VRRP state {wanted} now; states: {self.vrrp_states()}")
+        if name not in self.topology.node_names:
+            known = ", ".join([*self.topology.node_names, *SELECTORS])
+            raise ChaoslabError(f"unknown node {name!r}; known nodes: {known}")
+        return self.provider.node(name)
+
+    def nodes(self) -> list[Node]:
+        return [self.provider.node(name) for name in self.topology.node_names]
+
+    def loadbalancers(self) -> list[Node]:
+        return [self.provider.node(spec.name) for spec in self.topology.loadbalancers]
+
+    def vip_holders(self) -> list[str]:
+        return [node.name for node in self.loadbalancers() if node.holds_vip()]
+
+    def vrrp_states(self) -> dict[str, str]:
+        return {node.name: node.vrrp_state() for node in self.loadbalancers()}
+
+    # -- the client's view ------------------------------------------------
+
+    def request(self, count: int = 1, timeout: float = 1.0, interval: float = 0.0) -> list[Outcome]:
+        """count requests to the VIP from the client, one after another."""
+        if not 1 <= count <= 1000:
+            raise ChaoslabError(f"count must be within 1..1000, not {count}")
+
+        def requests_from_client() -> list[Outcome]:
+            outcomes = []
+            for index in range(count):
+                if index and interval:
+                    time.sleep(interval)
+                outcomes.append(request_vip(self.topology, timeout))
+            return outcomes
+
+        return self.provider.in_client(requests_from_client)
+
+    def alternates(self, count: int = 4) -> bool:
+        """Every answer is 200 and successive answers come from different backends, covering all."""
+        outcomes = self.request(count=count, timeout=1.0)
+        backends = [outcome.backend for outcome in outcomes]
+        return (
+            all(outcome.ok for outcome in outcomes)
+            and all(a != b for a, b in zip(backends, backends[1:]))
+            and set(backends) == {spec.name for spec in self.topology.webservers}
+        )
+
+    def heal(self) -> list[str]:
+        """Undo every fault the lab can have: boot halted nodes, plug links, clear
+        degradations and partitions, thaw and start services. Idempotent."""
+        healed = []
+        for node in self.nodes():
+            if node.is_halted():
+                node.boot()
+                healed.append(f"booted {node.name}")
+            for interface in node.spec.interfaces:
+                node.link_up(interface.name)
+                node.restore_link(interface.name)
+            node.unblock_vrrp()
+            for service in node.spec.services:
+                if node.is_service_frozen(service):
+                    node.thaw_service(service)
+                    healed.append(f"thawed {service} on {node.name}")
+                if not node.service_running(service):
+                    node.start_service(service)
+                    healed.append(f"started {service} on {node.name}")
+        return healed

@@ -1,0 +1,214 @@
+"""The Node interface: what chaoslab can do to one machine of the lab, whatever runs it.
+
+Providers (netns, vagrant, ssh) implement the primitives: run a command, read
+a file, start / stop / signal a service, halt / boot, and link faults from
+outside the node. Everything else (facts, freeze, degradation, partitions) is
+built here on top of them, once for all providers.
+"""
+
+from __future__ import annotations
+
+import signal as signals
+import subprocess
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from chaoslab.commands import CommandResult
+from chaoslab.errors import ChaoslabError
+from chaoslab.topology import NodeSpec, Topology
+
+VRRP_STATE_LOG = "run/chaoslab/vrrp-state.log"
+VRRP_STATES = ("MASTER", "BACKUP", "FAULT", "STOP")
+DEGRADE_CHAIN = "CHAOSLAB-DEGRADE"
+PARTITION_CHAIN = "CHAOSLAB-PARTITION"
+
+
+def parse_signal(value: str | int) -> signals.Signals:
+    """'9', 9, 'KILL', 'SIGKILL' -> Signals.SIGKILL; an unknown one lists the known."""
+    try:
+        if isinstance(value, int) or str(value).isdigit():
+            return signals.Signals(int(value))
+        name = str(value).upper()
+        return signals.Signals[name if name.startswith("SIG") else f"SIG{name}"]
+    except (KeyError, ValueError):
+        known = ", ".join(s.name for s in (signals.SIGTERM, signals.SIGKILL, signals.SIGSTOP,
+                                           signals.SIGCONT, signals.SIGHUP, signals.SIGINT))
+        raise ChaoslabError(f"unknown signal {value!r}; use a name or number such as {known}") from None
+
+
+class Node(ABC):
+    """One machine of the lab: a load balancer or a web server."""
+
+    def __init__(self, spec: NodeSpec, topology: Topology):
+        self.spec = spec
+        self.topology = topology
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+    # -- primitives each provider implements -----------------------------
+
+    @abstractmethod
+    def run(self, argv: Sequence[str], timeout: float = 30.0, check: bool = False) -> CommandResult:
+        """Run a command on the node (as root)."""
+
+    @abstractmethod
+    def spawn(self, argv: Sequence[str]) -> subprocess.Popen:
+        """Start a long-running command on the node (a monitor); its stdout is a text pipe."""
+
+    @abstractmethod
+    def read_file(self, relative: str) -> str | None:
+        """The text of a file under the node's root, or None if it does not exist."""
+
+    @abstractmethod
+    def start_service(self, service: str) -> None:
+        """Start a service and wait until it runs."""
+
+    @abstractmethod
+    def stop_service(self, service: str) -> None:
+        """Stop a service the way its service manager does, and wait until it is gone."""
+
+    @abstractmethod
+    def service_pids(self, service: str) -> list[int]:
+        """The pids of every process of the service on this node (empty if none)."""
+
+    @abstractmethod
+    def signal_service(self, service: str, signal: signals.Signals) -> list[int]:
+        """Send a signal to every process of the service; return the pids signalled."""
+
+    @abstractmethod
+    def halt(self) -> None:
+        """The node dies as a whole: every process gone at once, its links down."""
+
+    @abstractmethod
+    def boot(self) -> None:
+        """Bring a halted node back: links up, services started."""
+
+    @abstractmethod
+    def is_halted(self) -> bool:
+        """True while the node is halted."""
+
+    @abstractmethod
+    def link_down(self, interface: str) -> None:
+        """Pull the node's cable on that interface (from outside the node)."""
+
+    @abstractmethod
+    def link_up(self, interface: str) -> None:
+        """Plug it back in."""
+
+    @abstractmethod
+    def is_service_frozen(self, service: str) -> bool:
+        """True if the service's processes are stopped (SIGSTOP)."""
+
+    # -- built on the primitives ----------------------------------------
+
+    def check_service(self, service: str) -> str:
+        if service not in self.spec.services:
+            runs = ", ".join(self.spec.services)
+            raise ChaoslabError(f"node {self.name} runs no service {service!r}; it runs: {runs}")
+        return service
+
+    def check_interface(self, interface: str) -> str:
+        return self.spec.interface(interface).name
+
+    def restart_service(self, service: str) -> None:
+        self.stop_service(service)
+        self.start_service(service)
+
+    def service_running(self, service: str) -> bool:
+        return bool(self.service_pids(self.check_service(service)))
+
+    def running_services(self) -> list[str]:
+        return [service for service in self.spec.services if self.service_pids(service)]
+
+    def kill_service(self, service: str, signal: str | int = "SIGKILL") -> list[int]:
+        """Signal every process of the service; fail if none runs."""
+        self.check_service(service)
+        pids = self.signal_service(service, parse_signal(signal))
+        if not pids:
+            raise ChaoslabError(f"{service} is not running on {self.name}: nothing to signal")
+        return pids
+
+    def freeze_service(self, service: str) -> list[int]:
+        return self.kill_service(service, signals.SIGSTOP)
+
+    def thaw_service(self, service: str) -> list[int]:
+        return self.signal_service(self.check_service(service), signals.SIGCONT)
+
+    def addresses(self, interface: str) -> list[str]:
+        result = self.run(["ip", "-o", "-4", "addr", "show", "dev", interface])
+        return [line.split()[3].split("/")[0] for line in result.stdout.splitlines() if " inet " in line]
+
+    def holds_vip(self) -> bool:
+        if self.spec.role != "loadbalancer" or self.is_halted():
+            return False
+        return self.topology.vip in self.addresses(self.topology.vip_interface)
+
+    def vrrp_state(self) -> str:
+        """MASTER, BACKUP or FAULT from Keepalived's last notification; STOPPED if it does not run."""
+        if self.spec.role != "loadbalancer":
+            raise ChaoslabError(f"node {self.name} is a {self.spec.role}: it runs no VRRP")
+        if not self.service_pids("keepalived"):
+            return "STOPPED"
+        log = self.read_file(VRRP_STATE_LOG) or ""
+        lines = log.strip().splitlines()
+        return lines[-1].split()[1] if lines else "INIT"
+
+    def degrade_link(self, interface: str, delay_ms: float = 0, loss_percent: float = 0) -> str:
+        """Delay and/or drop the node's outgoing packets on an interface.
+
+        tc netem does both where the kernel has it; without sch_netem, loss
+        is emulated with iptables' statistic match and delay is refused."""
+        self.check_interface(interface)
+        if not 0 <= loss_percent <= 100 or delay_ms < 0:
+            raise ChaoslabError("loss_percent must be within 0..100 and delay_ms at least 0")
+        netem = ["tc", "qdisc", "replace", "dev", interface, "root", "netem"]
+        if delay_ms:
+            netem += ["delay", f"{delay_ms:g}ms"]
+        if loss_percent:
+            netem += ["loss", f"{loss_percent:g}%"]
+        result = self.run(netem)
+        if result.ok:
+            return "netem"
+        if delay_ms:
+            raise ChaoslabError(
+                f"cannot delay packets on {self.name}: this kernel has no sch_netem qdisc "
+                f"({result.stderr.strip()}); only loss can be emulated here (iptables statistic)"
+            )
+        self._ensure_chain(DEGRADE_CHAIN, "OUTPUT")
+        self.run(["iptables", "-A", DEGRADE_CHAIN, "-o", interface, "-m", "statistic", "--mode", "random",
+                  "--probability", f"{loss_percent / 100:.4f}", "-j", "DROP"], check=True)
+        return "iptables"
+
+    def restore_link(self, interface: str) -> None:
+        """Undo degrade_link on an interface (both mechanisms); harmless when nothing is set."""
+        self.check_interface(interface)
+        self.run(["tc", "qdisc", "del", "dev", interface, "root"])
+        self._drop_chain(DEGRADE_CHAIN, "OUTPUT")
+
+    def block_vrrp(self, peers: Sequence[str]) -> None:
+        """Drop VRRP (IP protocol 112) from and to the peers; other traffic flows."""
+        self._ensure_chain(PARTITION_CHAIN, "INPUT")
+        self._ensure_chain(PARTITION_CHAIN, "OUTPUT")
+        for peer in peers:
+            self.run(["iptables", "-A", PARTITION_CHAIN, "-p", "vrrp", "-s", peer, "-j", "DROP"], check=True)
+            self.run(["iptables", "-A", PARTITION_CHAIN, "-p", "vrrp", "-d", peer, "-j", "DROP"], check=True)
+
+    def unblock_vrrp(self) -> None:
+        self._drop_chain(PARTITION_CHAIN, "INPUT")
+        self._drop_chain(PARTITION_CHAIN, "OUTPUT")
+
+    def _ensure_chain(self, chain: str, hook: str) -> None:
+        self.run(["iptables", "-N", chain])  # exists already: fine
+        if not self.run(["iptables", "-C", hook, "-j", chain]).ok:
+            self.run(["iptables", "-I", hook, "-j", chain], check=True)
+
+    def _drop_chain(self, chain: str, hook: str) -> None:
+        while self.run(["iptables", "-D", hook, "-j", chain]).ok:
+            pass
+        self.run(["iptables", "-F", chain])
+        self.run(["iptables", "-X", chain])

@@ -1,0 +1,66 @@
+"""Providers run the lab: netns (the embedded default), and more behind the same interface.
+
+Chosen by name from a registry and imported lazily, the way testinfra picks
+its backends: nothing above this package knows which one runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from chaoslab.errors import ChaoslabError
+from chaoslab.node import Node
+from chaoslab.topology import Profile, Topology
+
+T = TypeVar("T")
+
+REGISTRY = {
+    "netns": "chaoslab.providers.netns:NetnsProvider",
+}
+
+
+class Provider(ABC):
+    """Brings a lab up and down and hands out its nodes and its client's vantage point."""
+
+    name: str
+
+    def __init__(self, topology: Topology, profile: Profile, prefix: str, state_dir: Path):
+        self.topology = topology
+        self.profile = profile
+        self.prefix = prefix
+        self.state_dir = state_dir
+
+    @abstractmethod
+    def up(self) -> list[str]:
+        """Build the stack and start its services; return what was done, line by line."""
+
+    @abstractmethod
+    def down(self) -> list[str]:
+        """Remove everything the lab made; return what was removed, line by line."""
+
+    @abstractmethod
+    def is_up(self) -> bool:
+        """True if the lab's machines exist."""
+
+    @abstractmethod
+    def node(self, name: str) -> Node:
+        """The node of that name."""
+
+    @abstractmethod
+    def client_command(self, argv: Sequence[str]) -> list[str]:
+        """argv wrapped so that it runs at the client's vantage point."""
+
+    @abstractmethod
+    def in_client(self, function: Callable[[], T]) -> T:
+        """Call function with its network traffic leaving from the client."""
+
+
+def provider_class(name: str) -> type[Provider]:
+    if name not in REGISTRY:
+        raise ChaoslabError(f"unknown provider {name!r}; known providers: {', '.join(sorted(REGISTRY))}")
+    module_name, class_name = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)

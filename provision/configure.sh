@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Configure one node of the lab: render its files from topology.json into a root
+# directory. On a VM the root is / and the services are then (re)started by the
+# service manager; the netns lab calls this same step with a per-node root and
+# starts the daemons itself.
+#
+#   configure.sh --node haproxy-1 [--profile seed] [--root /]
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+node=""
+profile=""
+root="/"
+
+usage() {
+    echo "usage: $0 --node NAME [--profile NAME] [--root DIR]" >&2
+    exit 2
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --node) node="${2:-}"; shift 2 ;;
+        --profile) profile="${2:-}"; shift 2 ;;
+        --root) root="${2:-}"; shift 2 ;;
+        *) usage ;;
+    esac
+done
+[ -n "$node" ] || usage
+
+args=(--node "$node" --root "$root")
+[ -n "$profile" ] && args+=(--profile "$profile")
+python3 "$here/render.py" "${args[@]}"
+
+if [ "$root" != "/" ]; then
+    exit 0
+fi
+
+# On a machine of its own: hand the rendered files to the distribution's services.
+role="$(python3 "$here/render.py" --node "$node" --role-only)"
+case "$role" in
+    loadbalancer)
+        sysctl -q -w net.ipv4.ip_nonlocal_bind=1
+        echo "net.ipv4.ip_nonlocal_bind = 1" > /etc/sysctl.d/90-chaoslab.conf
+        systemctl enable --now haproxy keepalived
+        systemctl restart haproxy keepalived
+        ;;
+    webserver)
+        if [ -d /etc/apache2/sites-available ]; then
+            ln -sf /etc/chaoslab/httpd-site.conf /etc/apache2/sites-available/chaoslab.conf
+            a2dissite -q 000-default || true
+            a2ensite -q chaoslab
+            service=apache2
+        else
+            ln -sf /etc/chaoslab/httpd-site.conf /etc/httpd/conf.d/chaoslab.conf
+            service=httpd
+        fi
+        systemctl enable --now "$service"
+        systemctl restart "$service"
+        ;;
+esac
