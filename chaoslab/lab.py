@@ -15,12 +15,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from chaoslab import sampler
 from chaoslab.client import Outcome, request_vip
 from chaoslab.errors import ChaoslabError
 from chaoslab.node import Node
 from chaoslab.paths import STATE_ROOT
 from chaoslab.providers import Provider, provider_class
-from chaoslab.topology import Topology
+from chaoslab.topology import Profile, Topology
 
 DEFAULT_PROVIDER = "netns"
 DEFAULT_PREFIX = "chaoslab"
@@ -80,8 +81,15 @@ class Lab:
     def from_configuration(cls, configuration: Mapping | None = None) -> Lab:
         return cls(LabSettings.resolve(configuration))
 
+    @classmethod
+    def running(cls, configuration: Mapping | None = None) -> Lab:
+        """The lab an activity acts on: it must be up."""
+        lab = cls.from_configuration(configuration)
+        lab.require_up()
+        return lab
+
     @property
-    def profile(self):
+    def profile(self) -> Profile:
         return self.provider.profile
 
     def running_profile(self) -> str | None:
@@ -123,13 +131,21 @@ class Lab:
         track = profile.settings["track"]
         return 4 * profile.advert_int + track.get("interval", 1) * track.get("rise", 1) + 10
 
+    @property
+    def preferred_master(self) -> str:
+        """The load balancer that holds the VIP in steady state: the highest priority (it preempts)."""
+        return max(self.topology.loadbalancers, key=lambda spec: spec.vrrp_priority).name
+
     def wait_ready(self, timeout: float | None = None) -> float:
-        """Wait until exactly one load balancer holds the VIP and the VIP answers from every backend."""
+        """Wait for the steady state: the preferred master alone holds the VIP, and the
+        VIP answers from every backend in turn."""
         timeout = timeout or self.ready_timeout()
         started = time.monotonic()
         deadline = started + timeout
         while time.monotonic() < deadline:
-            if len(self.vip_holders()) == 1 and self.alternates(count=len(self.topology.webservers) * 2):
+            if self.vip_holders() == [self.preferred_master] and self.alternates(
+                count=len(self.topology.webservers) * 2
+            ):
                 return time.monotonic() - started
             time.sleep(0.05)
         raise ChaoslabError(
@@ -213,8 +229,16 @@ class Lab:
         return self.provider.in_client(requests_from_client)
 
     def alternates(self, count: int = 4) -> bool:
-        """Every answer is 200 and successive answers come from different backends, covering all."""
-        outcomes = self.request(count=count, timeout=1.0)
+        """Every answer is 200 and successive answers come from different backends, covering all.
+
+        While this process runs the sampler, its answers are judged: requests of
+        our own would interleave with its and break the round robin's order."""
+        if sampler.active_output is not None:
+            outcomes = sampler.next_samples(sampler.active_output, count, timeout=5.0)
+        else:
+            outcomes = self.request(count=count, timeout=1.0)
+        if len(outcomes) < count:
+            return False
         backends = [outcome.backend for outcome in outcomes]
         return (
             all(outcome.ok for outcome in outcomes)

@@ -29,6 +29,9 @@ done
 
 args=(--node "$node" --root "$root")
 [ -n "$profile" ] && args+=(--profile "$profile")
+# On a machine of its own the VIP's interface is whichever holds the node's
+# address on the VIP's network: its name depends on the box (eth1, enp0s8, ...).
+[ "$root" = "/" ] && args+=(--vip-interface auto)
 python3 "$here/render.py" "${args[@]}"
 
 if [ "$root" != "/" ]; then
@@ -36,6 +39,9 @@ if [ "$root" != "/" ]; then
 fi
 
 # On a machine of its own: hand the rendered files to the distribution's services.
+# /run is emptied at boot: have systemd recreate the lab's runtime directory
+# (HAProxy's stats socket and the VRRP state log) before the services start.
+echo "d /run/chaoslab 0755 root root -" > /etc/tmpfiles.d/chaoslab.conf
 role="$(python3 "$here/render.py" --node "$node" --role-only)"
 case "$role" in
     loadbalancer)

@@ -16,6 +16,7 @@ import copy
 import ipaddress
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from string import Template
@@ -84,6 +85,36 @@ def address_on(node: dict, network: str) -> str:
     raise ValueError(f"node {node['name']} has no interface on network {network!r}")
 
 
+def interface_holding(address: str) -> str | None:
+    """The name of the local interface that holds an IPv4 address, or None."""
+    try:
+        listing = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    for line in listing.splitlines():
+        # "3: eth1    inet 192.168.1.13/24 brd 192.168.1.255 scope global eth1 ..."
+        fields = line.split()
+        if len(fields) >= 4 and fields[2] == "inet" and fields[3].split("/")[0] == address:
+            return fields[1].split("@")[0]
+    return None
+
+
+def local_vip_interface(topology: dict, node_name: str) -> str | None:
+    """On a machine of its own, the interface of a load balancer that holds its
+    address on the VIP's network; its name depends on the box (eth1, enp0s8, ...)."""
+    node = find_node(topology, node_name)
+    if node["role"] != "loadbalancer":
+        return None
+    address = address_on(node, topology["vip"]["network"])
+    name = interface_holding(address)
+    if name is None:
+        print(
+            f"render.py: no local interface holds {address}; keeping the topology's {topology['vip']['interface']}",
+            file=sys.stderr,
+        )
+    return name
+
+
 def _seconds(value: float) -> str:
     return f"{value:g}"
 
@@ -111,8 +142,10 @@ def _track_block(settings: dict, root: str) -> tuple[str, str]:
     return definition, "    track_script {\n        chk_haproxy\n    }"
 
 
-def node_context(topology: dict, node_name: str, profile: str, root: str, password: str) -> dict:
-    """Every value the templates of one node use."""
+def node_context(
+    topology: dict, node_name: str, profile: str, root: str, password: str, vip_interface: str | None = None
+) -> dict:
+    """Every value the templates of one node use; vip_interface overrides the topology's."""
     node = find_node(topology, node_name)
     settings = profile_settings(topology, profile)
     vip = topology["vip"]
@@ -125,7 +158,7 @@ def node_context(topology: dict, node_name: str, profile: str, root: str, passwo
         "profile": profile,
         "vip": vip["address"],
         "vip_prefix": str(prefix_len),
-        "vip_interface": vip["interface"],
+        "vip_interface": vip_interface or vip["interface"],
         "port": str(vip["port"]),
     }
     if node["role"] == "webserver":
@@ -183,10 +216,12 @@ def node_context(topology: dict, node_name: str, profile: str, root: str, passwo
     return context
 
 
-def render_node(topology: dict, node_name: str, profile: str, root: Path, password: str) -> list[Path]:
+def render_node(
+    topology: dict, node_name: str, profile: str, root: Path, password: str, vip_interface: str | None = None
+) -> list[Path]:
     """Write the node's files under root; return the paths written."""
     node = find_node(topology, node_name)
-    context = node_context(topology, node_name, profile, str(root), password)
+    context = node_context(topology, node_name, profile, str(root), password, vip_interface)
     for directory in RUNTIME_DIRS:
         (root / directory).mkdir(parents=True, exist_ok=True)
     written = []
@@ -209,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default="/", help="directory the files are written under")
     parser.add_argument("--topology", default=str(TOPOLOGY_FILE), help="topology file")
     parser.add_argument("--role-only", action="store_true", help="print the node's role, write nothing")
+    parser.add_argument(
+        "--vip-interface",
+        default=None,
+        help="interface the VIP lives on (default: the topology's); 'auto': the local interface "
+        "that holds the node's address on the VIP's network",
+    )
     args = parser.parse_args(argv)
     topology = load_topology(Path(args.topology))
     profile = args.profile or topology["default_profile"]
@@ -217,7 +258,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.role_only:
             print(find_node(topology, args.node)["role"])
             return 0
-        written = render_node(topology, args.node, profile, Path(args.root), password)
+        vip_interface = args.vip_interface
+        if vip_interface == "auto":
+            vip_interface = local_vip_interface(topology, args.node)
+        written = render_node(topology, args.node, profile, Path(args.root), password, vip_interface)
     except ValueError as error:
         print(f"render.py: {error}", file=sys.stderr)
         return 2

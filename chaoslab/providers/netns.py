@@ -106,6 +106,12 @@ def signal_pids(pids: Sequence[int], signal: signals.Signals) -> list[int]:
     return signalled
 
 
+def wait_gone(pids: Sequence[int], timeout: float) -> bool:
+    """Wait until the processes are dead. A zombie counts as dead: this machine's
+    init may take a second to reap it, and stale pid files are removed before a start."""
+    return wait_until(lambda: all(process_state(pid) in (None, "Z") for pid in pids), timeout)
+
+
 def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while True:
@@ -184,6 +190,8 @@ class NetnsNode(Node):
             raise ChaoslabError(f"{self.name} is halted; boot it before starting {service}")
         if self.main_pid(service):
             return
+        # a pid file left by a crash names no live process of ours: a daemon must not trust it
+        (self.root / SERVICES[service][1]).unlink(missing_ok=True)
         if service == "httpd":
             self.run(["apache2", "-f", str(self.root / "etc/chaoslab/httpd-lab.conf"), "-k", "start"], check=True)
         elif service == "haproxy":
@@ -213,16 +221,17 @@ class NetnsNode(Node):
     def stop_service(self, service: str) -> None:
         self.check_service(service)
         main = self.main_pid(service)
-        targets = [main] if main else self.service_pids(service)
+        every = self.service_pids(service)
+        targets = [main] if main else every
         signal_pids(targets, signals.SIGTERM)
-        signal_pids(targets, signals.SIGCONT)  # a frozen process must wake to die, as systemd does
-        if not wait_until(lambda: not self.service_pids(service), timeout=5):
-            signal_pids(self.service_pids(service), signals.SIGKILL)
-            wait_until(lambda: not self.service_pids(service), timeout=2)
+        signal_pids(every, signals.SIGCONT)  # a frozen process must wake to die, as systemd does
+        if not wait_gone(every, timeout=5):
+            wait_gone(signal_pids(self.service_pids(service), signals.SIGKILL), timeout=2)
 
     def halt(self) -> None:
-        signal_pids(namespace_pids(self.namespace), signals.SIGKILL)
-        wait_until(lambda: not namespace_pids(self.namespace), timeout=5)
+        wait_gone(signal_pids(namespace_pids(self.namespace), signals.SIGKILL), timeout=5)
+        for pid_file in (self.root / "run").glob("*.pid"):  # /run is lost with the RAM
+            pid_file.unlink()
         for interface in self.spec.interfaces:
             run(["ip", "-n", self.namespace, "link", "set", interface.name, "down"], check=True)
         if self.spec.role == "loadbalancer":  # what was in RAM is gone: the VIP too
@@ -375,7 +384,7 @@ class NetnsProvider(Provider):
         removed = []
         for namespace in self.existing_namespaces():
             pids = signal_pids(namespace_pids(namespace), signals.SIGKILL)
-            wait_until(lambda ns=namespace: not namespace_pids(ns), timeout=5)
+            wait_gone(pids, timeout=5)
             run(["ip", "netns", "del", namespace], check=True)
             removed.append(f"namespace {namespace}" + (f" and {len(pids)} processes" if pids else ""))
         if self.state_dir.exists():

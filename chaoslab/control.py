@@ -1,0 +1,205 @@
+"""The Chaos Toolkit control that turns an experiment into a measured run.
+
+Declared in each experiment:
+
+    "controls": [{"name": "chaoslab", "provider": {"type": "python", "module": "chaoslab.control"}}]
+
+Before the experiment: hold the lab (a second run is refused), bring it up if
+needed, heal what a previous run left (Jepsen's habit), wait for the steady
+state, open the run's folder, start the event recorder and the sampler.
+After it (rollbacks done, or the run interrupted or failed): heal the lab,
+wait for the steady state, stop the instruments, write the journal, summary
+and charts, and bring the lab down only if this run brought it up.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chaoslib.exceptions import InterruptExecution
+from chaoslib.types import Configuration, Experiment, Journal, Secrets
+
+from chaoslab import analysis, plots, sampler, theory
+from chaoslab.errors import ChaoslabError
+from chaoslab.events import EventRecorder
+from chaoslab.lab import Lab
+from chaoslab.results import CHART, EVENTS, JOURNAL, SAMPLES, SUMMARY, create_run_dir, write_json
+
+logger = logging.getLogger("chaostoolkit")
+
+SAMPLER_INTERVAL = 0.01
+SAMPLER_TIMEOUT = 1.0
+SAMPLER_MAX_DURATION = 900.0
+SETTLE_AFTER = 0.5
+
+
+@dataclass
+class Run:
+    lab: Lab
+    experiment: Experiment
+    folder: Path
+    brought_up: bool
+    resources: ExitStack
+    started: float = field(default_factory=time.time)
+    sampler: subprocess.Popen | None = None
+    recorder: EventRecorder | None = None
+
+
+_run: Run | None = None
+
+
+def experiment_options(experiment: Experiment) -> dict:
+    """The experiment's chaoslab extension block: scenario, downtime budget..."""
+    for extension in experiment.get("extensions", []) or []:
+        if extension.get("name") == "chaoslab":
+            return extension
+    return {}
+
+
+def before_experiment_control(context: Experiment, configuration: Configuration = None,
+                              secrets: Secrets = None, **kwargs: object) -> None:
+    global _run
+    resources = ExitStack()
+    try:
+        lab = Lab.from_configuration(configuration)
+        title = context.get("title", "experiment")
+        resources.enter_context(lab.lock(f"chaos run: {title}"))
+        brought_up = not lab.is_up()
+        for line in lab.up():
+            logger.info(f"chaoslab: {line}")
+        if not brought_up:
+            for line in lab.heal():
+                logger.warning(f"chaoslab: a previous run left a fault: {line}")
+            lab.wait_ready()
+        folder = create_run_dir(title)
+        _run = Run(lab, context, folder, brought_up, resources)
+        _run.recorder = EventRecorder(lab, folder / EVENTS)
+        _run.recorder.start()
+        _run.sampler = start_sampler(lab, folder)
+        sampler.active_output = folder / SAMPLES
+        logger.info(f"chaoslab: measuring from the client; results in {folder}")
+    except ChaoslabError as error:
+        finish(None)
+        resources.close()
+        raise InterruptExecution(f"chaoslab could not prepare the lab: {error}") from error
+    except BaseException:
+        finish(None)
+        resources.close()
+        raise
+
+
+def start_sampler(lab: Lab, folder: Path) -> subprocess.Popen:
+    samples = folder / SAMPLES
+    command = lab.provider.client_command([
+        sys.executable, "-m", "chaoslab.sampler", "--output", str(samples),
+        "--interval", str(SAMPLER_INTERVAL), "--timeout", str(SAMPLER_TIMEOUT),
+        "--max-duration", str(SAMPLER_MAX_DURATION),
+    ])
+    with open(folder / "sampler.log", "ab") as log:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and process.poll() is None:
+        if samples.exists() and samples.stat().st_size > 0:
+            return process
+        time.sleep(0.02)
+    process.kill()
+    process.wait()
+    raise ChaoslabError(f"the sampler did not start; see {folder / 'sampler.log'}")
+
+
+def after_experiment_control(context: Experiment, state: Journal, configuration: Configuration = None,
+                             secrets: Secrets = None, **kwargs: object) -> None:
+    finish(state)
+
+
+def finish(journal: Journal | None) -> None:
+    """Heal, stop the instruments, write everything, release the lab. Never raises
+    for a result it cannot write: what was measured stays on disk."""
+    global _run
+    run, _run = _run, None
+    if run is None:
+        return
+    with run.resources:
+        try:
+            recovered = heal_and_settle(run.lab)
+            stop_instruments(run)
+            if journal is not None:
+                write_json(run.folder / JOURNAL, journal)
+            write_results(run, journal, recovered)
+        except Exception:
+            logger.exception(f"chaoslab: could not finish the results in {run.folder}; the raw files stay there")
+        finally:
+            stop_instruments(run)
+            if run.brought_up:
+                for line in run.lab.down():
+                    logger.info(f"chaoslab: removed {line}")
+
+
+def heal_and_settle(lab: Lab) -> bool:
+    try:
+        for line in lab.heal():
+            logger.warning(f"chaoslab: healed at teardown: {line}")
+        lab.wait_ready()
+        time.sleep(SETTLE_AFTER)  # a few good samples after the recovery
+        return True
+    except ChaoslabError as error:
+        logger.error(f"chaoslab: the lab did not return to steady state: {error}")
+        return False
+
+
+def stop_instruments(run: Run) -> None:
+    sampler.active_output = None
+    if run.sampler is not None and run.sampler.poll() is None:
+        run.sampler.terminate()
+        try:
+            run.sampler.wait(timeout=SAMPLER_TIMEOUT + 5)
+        except subprocess.TimeoutExpired:
+            run.sampler.kill()
+            run.sampler.wait()
+    run.sampler = None
+    if run.recorder is not None:
+        run.recorder.stop()
+        run.recorder = None
+
+
+def write_results(run: Run, journal: Journal | None, recovered: bool) -> None:
+    options = experiment_options(run.experiment)
+    samples = analysis.load_samples(run.folder / SAMPLES)
+    events = analysis.load_events(run.folder / EVENTS)
+    prediction = None
+    if options.get("scenario"):
+        backup = min(spec.vrrp_priority for spec in run.lab.topology.loadbalancers)
+        prediction = theory.expected_outage(options["scenario"], run.lab.profile.settings, backup)
+    summary = analysis.summarize(samples, events, SAMPLER_INTERVAL, prediction)
+    summary["run"] = {
+        "experiment": run.experiment.get("title"),
+        "scenario": options.get("scenario"),
+        "profile": run.lab.profile.name,
+        "provider": run.lab.settings.provider,
+        "prefix": run.lab.prefix,
+        "started": run.started,
+        "ended": time.time(),
+        "status": journal_status(journal),
+        "lab_recovered": recovered,
+        "folder": str(run.folder),
+    }
+    write_json(run.folder / SUMMARY, summary)
+    title = f"{run.experiment.get('title', 'experiment')} (profile {run.lab.profile.name})"
+    plots.plot_run(samples, events, summary, run.folder / CHART, title)
+    downtime = summary.get("downtime")
+    logger.info(
+        f"chaoslab: downtime {downtime if downtime is not None else 'n/a'} s, "
+        f"{summary['failed']} failed requests; chart {run.folder / CHART}"
+    )
+
+
+def journal_status(journal: Journal | None) -> str:
+    if journal is None:
+        return "aborted"
+    return "deviated" if journal.get("deviated") else journal.get("status", "unknown")

@@ -1,0 +1,135 @@
+"""The history of a run besides the client's samples: faults, VRRP states, VIP holders.
+
+Faults are data (Jepsen's habit): every fault action records what it did,
+where and when, on the same clock as the samples, so the analysis and the
+charts line them up. The recorder watches Keepalived's state notifications
+and each load balancer's addresses while a run is active.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+from chaoslab.lab import Lab
+from chaoslab.node import VRRP_STATE_LOG, Node
+
+logger = logging.getLogger("chaostoolkit")
+
+STATE_POLL = 0.02
+LIVENESS_POLL = 0.25
+_active: EventRecorder | None = None
+
+
+def record_fault(phase: str, action: str, node: str | None, target: str | None = None, **detail: object) -> None:
+    """Record a fault injected ("inject") or undone ("heal") in the active run, if any."""
+    event = {"t": time.time(), "kind": "fault", "phase": phase, "action": action, "node": node, "target": target}
+    event.update(detail)
+    logger.info(f"chaoslab {phase}: {action} on {node}" + (f" ({target})" if target else ""))
+    if _active is not None:
+        _active.record(event)
+
+
+def parse_monitor_line(line: str, vip: str) -> tuple[float, str] | None:
+    """'[2026-11-25T20:13:08.378281] Deleted 2: eth1 inet 192.168.1.10/24 ...' -> (time, 'released')."""
+    if not line.startswith("[") or f" {vip}/" not in line:
+        return None
+    stamp, _, rest = line[1:].partition("] ")
+    try:
+        when = datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return None
+    return when, "released" if rest.startswith("Deleted") else "acquired"
+
+
+class EventRecorder:
+    """Appends events to events.jsonl as they happen (nothing lost if the run dies)."""
+
+    def __init__(self, lab: Lab, path: Path):
+        self.lab = lab
+        self.path = path
+        self.events: list[dict] = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.monitors: dict[str, object] = {}
+        self.holders: dict[str, bool] = {}
+
+    def record(self, event: dict) -> None:
+        with self.lock:
+            self.events.append(event)
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(event, separators=(",", ":")) + "\n")
+
+    def snapshot(self, phase: str) -> None:
+        self.record({
+            "t": time.time(), "kind": "run", "phase": phase,
+            "holders": self.lab.vip_holders(), "states": self.lab.vrrp_states(),
+        })
+
+    def start(self) -> None:
+        global _active
+        self.snapshot("start")
+        for node in self.lab.loadbalancers():
+            self.holders[node.name] = node.holds_vip()
+            for target in (self._watch_vip, self._watch_vrrp):
+                thread = threading.Thread(target=target, args=(node,), daemon=True,
+                                          name=f"{target.__name__}-{node.name}")
+                thread.start()
+                self.threads.append(thread)
+        _active = self
+
+    def stop(self) -> None:
+        global _active
+        _active = None
+        self.stopping.set()
+        for monitor in list(self.monitors.values()):
+            monitor.terminate()
+        for thread in self.threads:
+            thread.join(timeout=5)
+        for monitor in list(self.monitors.values()):
+            monitor.wait(timeout=5)
+        self.snapshot("end")
+
+    def _vip_change(self, node: str, when: float, change: str) -> None:
+        held = change == "acquired"
+        if self.holders.get(node) != held:
+            self.holders[node] = held
+            self.record({"t": when, "kind": "vip", "node": node, "change": change})
+
+    def _watch_vip(self, node: Node) -> None:
+        """Follow `ip monitor address` on the node; restart it when a halt kills it."""
+        vip = self.lab.topology.vip
+        while not self.stopping.is_set():
+            monitor = node.spawn(["ip", "-ts", "-o", "monitor", "address"])
+            self.monitors[node.name] = monitor
+            time.sleep(0.05)  # let the monitor subscribe before the resync below
+            self._vip_change(node.name, time.time(), "acquired" if node.holds_vip() else "released")
+            for line in monitor.stdout:
+                parsed = parse_monitor_line(line, vip)
+                if parsed:
+                    self._vip_change(node.name, *parsed)
+            monitor.wait()
+            self.stopping.wait(0.05)
+
+    def _watch_vrrp(self, node: Node) -> None:
+        """Follow Keepalived's notify log, and notice when Keepalived is gone."""
+        seen = len((node.read_file(VRRP_STATE_LOG) or "").splitlines())
+        alive = bool(node.service_pids("keepalived"))
+        next_liveness = time.monotonic() + LIVENESS_POLL
+        while not self.stopping.wait(STATE_POLL):
+            lines = (node.read_file(VRRP_STATE_LOG) or "").splitlines()
+            for line in lines[seen:]:
+                stamp, _, state = line.partition(" ")
+                self.record({"t": float(stamp), "kind": "vrrp", "node": node.name, "state": state.strip()})
+            seen = max(seen, len(lines))
+            if time.monotonic() >= next_liveness:
+                next_liveness += LIVENESS_POLL
+                now_alive = bool(node.service_pids("keepalived"))
+                if alive and not now_alive:
+                    self.record({"t": time.time(), "kind": "vrrp", "node": node.name, "state": "STOPPED"})
+                alive = now_alive

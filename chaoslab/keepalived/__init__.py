@@ -1,0 +1,1 @@
+"""Keepalived's VRRP view of the load balancers."""

@@ -1,0 +1,1 @@
+"""The cables between the nodes: pull them, degrade them, partition VRRP."""

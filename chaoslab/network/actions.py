@@ -1,0 +1,73 @@
+"""Faults on the network: pull a cable, degrade a link, cut VRRP between the load balancers."""
+
+from __future__ import annotations
+
+from chaoslib.types import Configuration, Secrets
+
+from chaoslab.events import record_fault
+from chaoslab.lab import Lab
+
+__all__ = ["degrade_link", "heal_partition", "link_down", "link_up", "partition_vrrp", "restore_link"]
+
+
+def link_down(node: str, interface: str, configuration: Configuration = None, secrets: Secrets = None) -> str:
+    """Pull the cable of `node` on `interface` (e.g. eth1, the public network),
+    from the switch's side. Returns the node. Undo with link_up."""
+    target = Lab.running(configuration).node(node)
+    target.check_interface(interface)
+    record_fault("inject", "link_down", target.name, interface)
+    target.link_down(interface)
+    return target.name
+
+
+def link_up(node: str | None = None, interface: str | None = None,
+            configuration: Configuration = None, secrets: Secrets = None) -> None:
+    """Plug the cable back in: one interface, every interface of `node`, or every
+    interface of every node when nothing is given."""
+    lab = Lab.running(configuration)
+    for target in [lab.node(node)] if node else lab.nodes():
+        for name in [target.check_interface(interface)] if interface else [i.name for i in target.spec.interfaces]:
+            target.link_up(name)
+    record_fault("heal", "link_up", node, interface)
+
+
+def degrade_link(node: str, interface: str, delay_ms: float = 0, loss_percent: float = 0,
+                 configuration: Configuration = None, secrets: Secrets = None) -> str:
+    """Delay (ms) and/or drop (percent) the packets `node` sends on `interface`,
+    with tc netem; on a kernel without netem, loss only (iptables statistic).
+    Returns the mechanism used. Undo with restore_link."""
+    target = Lab.running(configuration).node(node)
+    target.check_interface(interface)
+    record_fault("inject", "degrade_link", target.name, interface, delay_ms=delay_ms, loss_percent=loss_percent)
+    return target.degrade_link(interface, delay_ms, loss_percent)
+
+
+def restore_link(node: str | None = None, interface: str | None = None,
+                 configuration: Configuration = None, secrets: Secrets = None) -> None:
+    """Remove any degradation from one interface, from every interface of `node`,
+    or from every node."""
+    lab = Lab.running(configuration)
+    for target in [lab.node(node)] if node else lab.nodes():
+        for name in [target.check_interface(interface)] if interface else [i.name for i in target.spec.interfaces]:
+            target.restore_link(name)
+    record_fault("heal", "restore_link", node, interface)
+
+
+def partition_vrrp(configuration: Configuration = None, secrets: Secrets = None) -> list[str]:
+    """Cut VRRP (IP protocol 112) between the load balancers while clients' traffic
+    flows: each stops hearing the other and may become MASTER (split brain).
+    Returns the load balancers cut. Undo with heal_partition."""
+    lab = Lab.running(configuration)
+    balancers = lab.loadbalancers()
+    network = lab.topology.vip_network
+    record_fault("inject", "partition_vrrp", None, "vrrp")
+    for target in balancers:
+        target.block_vrrp([peer.spec.address(network) for peer in balancers if peer is not target])
+    return [target.name for target in balancers]
+
+
+def heal_partition(configuration: Configuration = None, secrets: Secrets = None) -> None:
+    """Let VRRP flow between the load balancers again."""
+    for target in Lab.running(configuration).loadbalancers():
+        target.unblock_vrrp()
+    record_fault("heal", "partition_vrrp", None, "vrrp")

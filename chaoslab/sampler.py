@@ -1,0 +1,112 @@
+"""The measuring instrument: requests to the VIP at a fixed interval, from the client.
+
+Run at the client's vantage point (the provider wraps the command), it sends
+one request every interval on a fresh connection, without waiting for slow
+ones (a bounded pool keeps timeouts from stretching the schedule), and writes
+one JSON line per request as it completes. It is bounded in count and time
+and stops by itself, or at SIGTERM / SIGINT.
+
+    python -m chaoslab.sampler --output samples.jsonl [--interval 0.01] [--timeout 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from chaoslab.client import Outcome, request_vip
+from chaoslab.topology import Topology
+
+MAX_DURATION = 900.0
+MAX_IN_FLIGHT = 64
+
+# The output of the sampler this process started, while it runs: probes that judge
+# the order of answers read it instead of interleaving requests of their own.
+active_output: Path | None = None
+
+
+def next_samples(path: Path, count: int, timeout: float) -> list[Outcome]:
+    """The next `count` samples the running sampler writes to path, in send order."""
+    offset = path.stat().st_size
+    deadline = time.monotonic() + timeout
+    lines: list[str] = []
+    while len(lines) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+        with open(path, encoding="utf-8") as handle:
+            handle.seek(offset)
+            lines = [line for line in handle.read().split("\n")[:-1] if line]
+    outcomes = sorted((Outcome.from_json(json.loads(line)) for line in lines), key=lambda o: o.sent)
+    return outcomes[:count]
+
+
+class Sampler:
+    def __init__(self, topology: Topology, output: Path, interval: float, timeout: float,
+                 max_duration: float, max_count: int):
+        self.topology = topology
+        self.output = output
+        self.interval = interval
+        self.timeout = timeout
+        self.max_duration = max_duration
+        self.max_count = max_count
+        self.stopping = threading.Event()
+        self.write_lock = threading.Lock()
+        self.in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT)
+
+    def stop(self, *_: object) -> None:
+        self.stopping.set()
+
+    def _measure(self, handle) -> None:
+        try:
+            outcome: Outcome = request_vip(self.topology, self.timeout)
+            line = json.dumps(outcome.to_json(), separators=(",", ":"))
+            with self.write_lock:
+                handle.write(line + "\n")
+                handle.flush()
+        finally:
+            self.in_flight.release()
+
+    def run(self) -> int:
+        """Sample until stopped, max_count requests or max_duration seconds; return the count sent."""
+        sent = 0
+        start = time.perf_counter()
+        with open(self.output, "a", encoding="utf-8") as handle, \
+                ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT, thread_name_prefix="sample") as pool:
+            while not self.stopping.is_set() and sent < self.max_count:
+                slot = start + sent * self.interval
+                if slot - start > self.max_duration:
+                    break
+                delay = slot - time.perf_counter()
+                if delay > 0 and self.stopping.wait(delay):
+                    break
+                if not self.in_flight.acquire(timeout=self.timeout):
+                    continue  # every worker is stuck: skip this slot rather than queue it
+                pool.submit(self._measure, handle)
+                sent += 1
+        return sent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Sample the VIP at a fixed interval.")
+    parser.add_argument("--output", required=True, type=Path, help="JSON-lines file appended to")
+    parser.add_argument("--interval", type=float, default=0.01, help="seconds between requests (default 0.01)")
+    parser.add_argument("--timeout", type=float, default=1.0, help="seconds before a request counts as timeout")
+    parser.add_argument("--max-duration", type=float, default=MAX_DURATION, help="stop after this many seconds")
+    parser.add_argument("--max-count", type=int, default=int(MAX_DURATION / 0.01), help="stop after this many requests")
+    args = parser.parse_args(argv)
+    if not 0.001 <= args.interval <= 60 or args.timeout <= 0 or not 0 < args.max_duration <= 86400:
+        parser.error("interval must be within 0.001..60 s, timeout above 0, max-duration within 0..86400 s")
+    sampler = Sampler(Topology.load(), args.output, args.interval, args.timeout, args.max_duration, args.max_count)
+    signal.signal(signal.SIGTERM, sampler.stop)
+    signal.signal(signal.SIGINT, sampler.stop)
+    sampler.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

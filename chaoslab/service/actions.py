@@ -1,0 +1,101 @@
+"""Faults on the stack's services, each with the action that undoes it.
+
+`node` is a node name or a role that is resolved when the action runs:
+vrrp-master or vrrp-backup. Undo actions without a node act on every node
+that should run the service, so a rollback needs no memory of the fault.
+"""
+
+from __future__ import annotations
+
+from chaoslib.types import Configuration, Secrets
+
+from chaoslab.errors import ChaoslabError
+from chaoslab.events import record_fault
+from chaoslab.lab import Lab
+from chaoslab.node import Node, parse_signal
+
+__all__ = [
+    "freeze_service",
+    "kill_service",
+    "restart_service",
+    "start_service",
+    "stop_service",
+    "thaw_service",
+]
+
+
+def _targets(lab: Lab, service: str, node: str | None) -> list[Node]:
+    if node is not None:
+        target = lab.node(node)
+        target.check_service(service)
+        return [target]
+    nodes = [candidate for candidate in lab.nodes() if service in candidate.spec.services]
+    if not nodes:
+        known = sorted({name for spec in lab.topology.nodes for name in spec.services})
+        raise ChaoslabError(f"unknown service {service!r}; known services: {', '.join(known)}")
+    return nodes
+
+
+def stop_service(service: str, node: str, configuration: Configuration = None, secrets: Secrets = None) -> str:
+    """Stop `service` on `node` gracefully (SIGTERM, as its service manager does).
+    Returns the node it stopped on. Undo with start_service."""
+    target = Lab.running(configuration).node(node)
+    target.check_service(service)
+    record_fault("inject", "stop_service", target.name, service)
+    target.stop_service(service)
+    return target.name
+
+
+def start_service(service: str, node: str | None = None,
+                  configuration: Configuration = None, secrets: Secrets = None) -> list[str]:
+    """Start `service` on `node`, or on every node meant to run it where it does not
+    run (the rollback of stop_service and kill_service). Returns the nodes started on."""
+    started = []
+    for target in _targets(Lab.running(configuration), service, node):
+        if target.is_halted() or target.service_running(service):
+            continue
+        target.start_service(service)
+        record_fault("heal", "start_service", target.name, service)
+        started.append(target.name)
+    return started
+
+
+def restart_service(service: str, node: str, configuration: Configuration = None, secrets: Secrets = None) -> str:
+    """Stop and start `service` on `node`; returns the node."""
+    target = Lab.running(configuration).node(node)
+    target.check_service(service)
+    record_fault("inject", "restart_service", target.name, service)
+    target.restart_service(service)
+    record_fault("heal", "restart_service", target.name, service)
+    return target.name
+
+
+def kill_service(service: str, node: str, signal: str = "SIGKILL",
+                 configuration: Configuration = None, secrets: Secrets = None) -> list[int]:
+    """Send `signal` (default SIGKILL: a crash, nothing cleaned up) to every process
+    of `service` on `node`. Returns the pids signalled. Undo with start_service."""
+    target = Lab.running(configuration).node(node)
+    target.check_service(service)
+    record_fault("inject", "kill_service", target.name, service, signal=parse_signal(signal).name)
+    return target.kill_service(service, signal)
+
+
+def freeze_service(service: str, node: str, configuration: Configuration = None, secrets: Secrets = None) -> list[int]:
+    """Freeze every process of `service` on `node` with SIGSTOP: alive, holding its
+    sockets, answering nobody. Undo with thaw_service."""
+    target = Lab.running(configuration).node(node)
+    target.check_service(service)
+    record_fault("inject", "freeze_service", target.name, service)
+    return target.freeze_service(service)
+
+
+def thaw_service(service: str, node: str | None = None,
+                 configuration: Configuration = None, secrets: Secrets = None) -> list[str]:
+    """Wake `service` with SIGCONT on `node`, or on every node where it is frozen."""
+    thawed = []
+    for target in _targets(Lab.running(configuration), service, node):
+        if target.is_service_frozen(service):
+            target.thaw_service(service)
+            record_fault("heal", "thaw_service", target.name, service)
+            thawed.append(target.name)
+    return thawed

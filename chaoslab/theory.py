@@ -1,0 +1,206 @@
+"""What VRRP theory predicts: the window a client outage should fall in, per fault scenario.
+
+The formulas are those of DESIGN.md, "Failover timing":
+
+- master down interval = 3 x advert_int + skew, skew = (256 - priority) x advert_int / 256,
+  with the priority of the backup that takes over;
+- a master that leaves gracefully (keepalived stop, or a failed track check that puts it
+  in FAULT) sends a priority-0 advert, so the backup takes over after its skew time alone;
+- a dead HAProxy is only noticed by the track check, whose interval adds to the outage;
+- a frozen HAProxy keeps its pid, so a pid-based track script never notices it.
+
+Pure functions of a profile's merged settings dict; no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["SCENARIOS", "Prediction", "expected_outage", "master_down_interval", "skew_time"]
+
+#: Scenarios with a prediction, and what each breaks.
+SCENARIOS: dict[str, str] = {
+    "halt-master": "the VRRP master halts: no more adverts, no priority-0 advert",
+    "keepalived-crash": "keepalived on the master is killed: no more adverts, no priority-0 advert",
+    "keepalived-stop": "keepalived on the master stops gracefully: it sends a priority-0 advert",
+    "haproxy-stop": "HAProxy on the master is stopped: the track check must notice",
+    "haproxy-kill": "HAProxy on the master is killed: the track check must notice",
+    "haproxy-freeze": "HAProxy on the master is frozen (SIGSTOP): it keeps its pid",
+    "backend-down": "one web server is down: HAProxy's health check must notice",
+    "failback": "the old master comes back and may preempt",
+    "split-brain": "the load balancers cannot hear each other",
+    "slow-link": "adverts are delayed or lost on a slow link",
+}
+
+_NO_SINGLE_PREDICTION = {
+    "failback": (
+        "failback: the returning master preempts the backup; what clients see depends on preempt_delay "
+        "and gratuitous ARP timing; no single prediction"
+    ),
+    "split-brain": (
+        "split brain: both nodes may become MASTER and hold the VIP; what clients see depends on their "
+        "ARP caches; no single prediction"
+    ),
+    "slow-link": (
+        "slow link: delayed or lost adverts may or may not exceed the master down interval, depending on "
+        "the delay and loss; no single prediction"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The outage a client should see, in seconds: between low and high.
+
+    high is math.inf when theory says the service never recovers, math.nan when
+    theory gives no single prediction for the scenario.
+    """
+
+    scenario: str
+    low: float
+    high: float
+    formula: str
+
+    @property
+    def never_recovers(self) -> bool:
+        return math.isinf(self.high)
+
+    @property
+    def has_bounds(self) -> bool:
+        return not math.isnan(self.high)
+
+    def to_json(self) -> dict:
+        """Strict JSON: infinite and missing bounds become None, "expect" says which."""
+        if not self.has_bounds:
+            expect = "no-prediction"
+        elif self.never_recovers:
+            expect = "no-recovery"
+        else:
+            expect = "recovery"
+        return {
+            "scenario": self.scenario,
+            "low": _finite_or_none(self.low),
+            "high": _finite_or_none(self.high),
+            "expect": expect,
+            "formula": self.formula,
+        }
+
+
+def skew_time(advert_int: float, priority: int) -> float:
+    """VRRP skew time: how long a backup of this priority waits beyond 3 adverts."""
+    return (256 - priority) * advert_int / 256
+
+
+def master_down_interval(advert_int: float, priority: int) -> float:
+    """How long a backup of this priority waits without adverts before it becomes master."""
+    return 3 * advert_int + skew_time(advert_int, priority)
+
+
+def expected_outage(scenario: str, settings: dict, backup_priority: int) -> Prediction:
+    """The client outage VRRP theory predicts for a scenario under a profile's settings.
+
+    settings is a profile's merged settings dict (sections "vrrp", "track", "haproxy");
+    backup_priority is the VRRP priority of the node expected to take over.
+    """
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; known scenarios: {', '.join(SCENARIOS)}")
+    if scenario in _NO_SINGLE_PREDICTION:
+        return Prediction(scenario, 0.0, math.nan, _NO_SINGLE_PREDICTION[scenario])
+    if scenario == "backend-down":
+        return _backend_down(settings)
+    advert = float(_setting(settings, "vrrp", "advert_int"))
+    if scenario in ("halt-master", "keepalived-crash"):
+        return _silent_master(scenario, advert, backup_priority)
+    if scenario == "keepalived-stop":
+        return _graceful_stop(scenario, advert, backup_priority)
+    if scenario == "haproxy-freeze" and _setting(settings, "track", "mechanism") == "script":
+        return Prediction(
+            scenario,
+            math.inf,
+            math.inf,
+            "a frozen HAProxy keeps its pid, so the pid-based track script keeps passing: "
+            "the VIP stays on a node that serves nobody (never recovers)",
+        )
+    return _tracked_haproxy(scenario, settings, advert, backup_priority)
+
+
+def _silent_master(scenario: str, advert: float, priority: int) -> Prediction:
+    """No more adverts: the backup waits the master down interval from the last advert it got."""
+    mdi = master_down_interval(advert, priority)
+    formula = (
+        f"master down interval 3 x {_num(advert)} s + {_skew_text(advert, priority)} = {mdi:.2f} s, "
+        f"counted from the last advert: outage {mdi - advert:.2f}-{mdi:.2f} s"
+    )
+    return Prediction(scenario, mdi - advert, mdi, formula)
+
+
+def _graceful_stop(scenario: str, advert: float, priority: int) -> Prediction:
+    """A priority-0 advert: the backup takes over after its skew time."""
+    skew = skew_time(advert, priority)
+    formula = f"priority-0 advert: the backup takes over after its skew {_skew_text(advert, priority)} = {skew:.2f} s"
+    return Prediction(scenario, 0.0, skew, formula)
+
+
+def _tracked_haproxy(scenario: str, settings: dict, advert: float, priority: int) -> Prediction:
+    """The track check notices after fall failed checks, then a priority-0 advert and the skew."""
+    interval, fall, checker = _track_check(settings)
+    detect_low, detect_high = (fall - 1) * interval, fall * interval
+    skew = skew_time(advert, priority)
+    high = detect_high + skew
+    formula = (
+        f"{checker} every {_num(interval)} s, fall {fall}: detected after {detect_low:.2f}-{detect_high:.2f} s, "
+        f"then FAULT sends a priority-0 advert and the backup waits its skew "
+        f"{_skew_text(advert, priority)} = {skew:.2f} s: outage {detect_low:.2f}-{high:.2f} s"
+    )
+    return Prediction(scenario, detect_low, high, formula)
+
+
+def _track_check(settings: dict) -> tuple[float, int, str]:
+    """(check interval in seconds, fall count, description) of the keepalived track."""
+    mechanism = _setting(settings, "track", "mechanism")
+    fall = int(_setting(settings, "track", "fall"))
+    if mechanism == "script":
+        return float(_setting(settings, "track", "interval")), fall, "track script"
+    if mechanism == "file":
+        interval = float(_setting(settings, "track", "check_interval_ms")) / 1000
+        return interval, fall, "external check feeding a track file"
+    raise ValueError(f"track mechanism {mechanism!r} is unknown; use 'script' or 'file'")
+
+
+def _backend_down(settings: dict) -> Prediction:
+    """Without redispatch, requests HAProxy still sends to the dead server fail until it is marked down."""
+    if _setting(settings, "haproxy", "redispatch"):
+        return Prediction(
+            "backend-down",
+            0.0,
+            0.0,
+            "option redispatch retries a failed request on the other web server: no client failure expected",
+        )
+    inter_ms = float(_setting(settings, "haproxy", "check_inter_ms"))
+    fall = int(_setting(settings, "haproxy", "check_fall"))
+    high = inter_ms * fall / 1000
+    formula = (
+        f"no redispatch: requests sent to the dead web server fail until HAProxy marks it down after "
+        f"{fall} x {_num(inter_ms)} ms = {high:.2f} s: outage 0-{high:.2f} s"
+    )
+    return Prediction("backend-down", 0.0, high, formula)
+
+
+def _setting(settings: dict, section: str, key: str):
+    try:
+        return settings[section][key]
+    except (KeyError, TypeError):
+        raise ValueError(f"settings lack {section}.{key}, needed for this prediction") from None
+
+
+def _skew_text(advert: float, priority: int) -> str:
+    return f"(256-{priority}) x {_num(advert)}/256 s"
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None

@@ -1,0 +1,1 @@
+"""The virtual IP as clients see it: does it answer, from which backends, who holds it."""

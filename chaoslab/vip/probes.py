@@ -1,0 +1,74 @@
+"""Probes of the virtual IP, from the client's vantage point."""
+
+from __future__ import annotations
+
+import time
+
+from chaoslib.types import Configuration, Secrets
+
+from chaoslab.errors import ChaoslabError
+from chaoslab.lab import Lab
+
+__all__ = [
+    "single_vip_holder",
+    "vip_alternates",
+    "vip_answers",
+    "vip_holder",
+    "wait_for_steady_state",
+    "wait_until_vip_answers",
+]
+
+
+def vip_answers(count: int = 4, timeout: float = 1.0,
+                configuration: Configuration = None, secrets: Secrets = None) -> bool:
+    """True if `count` successive requests to the VIP from the client all get HTTP 200
+    from a known web server (each on a new connection, `timeout` seconds each)."""
+    return all(outcome.ok for outcome in Lab.running(configuration).request(count=count, timeout=timeout))
+
+
+def vip_alternates(count: int = 4, configuration: Configuration = None, secrets: Secrets = None) -> bool:
+    """True if `count` successive answers of the VIP are all HTTP 200 and alternate
+    between the web servers, every one of them answering (round robin works)."""
+    return Lab.running(configuration).alternates(count=count)
+
+
+def vip_holder(wait_for_change_from: str | None = None, timeout: float = 0.0,
+               configuration: Configuration = None, secrets: Secrets = None) -> str:
+    """The load balancer holding the VIP ("none" if nobody does, names joined by
+    commas if several do). With `wait_for_change_from`, wait up to `timeout`
+    seconds until someone holds it and the holders are no longer just that node."""
+    lab = Lab.running(configuration)
+    if wait_for_change_from is not None:
+        lab.node(wait_for_change_from)  # validates the name
+    deadline = time.monotonic() + timeout
+    while True:
+        holders = lab.vip_holders()
+        moved = bool(holders) and holders != [wait_for_change_from]
+        if wait_for_change_from is None or moved or time.monotonic() >= deadline:
+            return ",".join(holders) or "none"
+        time.sleep(0.05)
+
+
+def single_vip_holder(configuration: Configuration = None, secrets: Secrets = None) -> bool:
+    """True if exactly one load balancer holds the VIP (two means split brain)."""
+    return len(Lab.running(configuration).vip_holders()) == 1
+
+
+def wait_until_vip_answers(timeout: float = 30.0, configuration: Configuration = None,
+                           secrets: Secrets = None) -> float:
+    """Wait until the VIP answers HTTP 200 again; return the seconds waited.
+    Fails if it does not answer within `timeout` seconds."""
+    lab = Lab.running(configuration)
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if lab.request(count=1, timeout=0.5)[0].ok:
+            return round(time.monotonic() - started, 3)
+        time.sleep(0.02)
+    raise ChaoslabError(f"the VIP did not answer within {timeout:g} s")
+
+
+def wait_for_steady_state(timeout: float = 30.0, configuration: Configuration = None,
+                          secrets: Secrets = None) -> float:
+    """Wait until exactly one load balancer holds the VIP and its answers alternate
+    between all web servers; return the seconds waited. Fails after `timeout` seconds."""
+    return round(Lab.running(configuration).wait_ready(timeout), 3)
