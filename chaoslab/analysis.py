@@ -129,18 +129,21 @@ def summarize(
     events: Sequence[dict],
     interval: float,
     prediction: Prediction | None = None,
+    focus: str = "inject",
 ) -> dict:
     """The run's summary: requests, fault, outages, downtime, VIP timeline, phases, theory, verdict.
 
     interval is the sampler's sending interval in seconds (it sets the tolerance
-    of the comparison with theory). See the module docstring for the definitions.
+    of the comparison with theory). focus "heal" measures the outage the heal of
+    the first fault causes instead (a master that comes back and preempts).
+    See the module docstring for the definitions.
     """
     samples = sorted(samples, key=moment)
     events = sorted(events, key=lambda event: event["t"])
     faults = pair_faults(events)
     fault = faults[0] if faults else None
     outages = find_outages(samples)
-    main = main_outage(outages, fault)
+    main = main_outage(outages, fault, focus)
     downtime = main_downtime(samples, fault, main)
     timeline, holders_before, holders_after = vip_timeline(events)
     verdict, reason = judge(samples, fault)
@@ -256,10 +259,15 @@ def outage_json(outage: Outage, events: Sequence[dict]) -> dict:
     }
 
 
-def main_outage(outages: Sequence[Outage], fault: Fault | None) -> Outage | None:
-    """The first outage overlapping the fault window: ends after the injection, starts before the heal."""
+def main_outage(outages: Sequence[Outage], fault: Fault | None, focus: str = "inject") -> Outage | None:
+    """The first outage overlapping the fault window: ends after the injection, starts before the heal.
+    With focus "heal": the first outage that ends after the heal."""
     if fault is None:
         return None
+    if focus == "heal":
+        if fault.heal is None:
+            return None
+        return next((outage for outage in outages if outage.end is None or outage.end > fault.heal), None)
     for outage in outages:
         if outage.end is None or outage.end > fault.inject:
             return outage if fault.heal is None or outage.start < fault.heal else None
@@ -390,12 +398,15 @@ def within_theory(
     """Whether the downtime falls in the predicted window, give or take max(2 intervals, 10 % of high).
 
     None when there is nothing to compare (no prediction, no bounds, no fault, unknown downtime).
-    A run that never recovered agrees only with a prediction that it never would.
+    A prediction that the stack never recovers by itself agrees with an outage
+    that lasted until the fault was healed (or to the end of the run).
     """
     if prediction is None or math.isnan(prediction.high) or fault is None:
         return None
+    if math.isinf(prediction.high):
+        return main is not None and (main.end is None or (fault.heal is not None and main.end >= fault.heal))
     if main is not None and main.end is None:
-        return math.isinf(prediction.high)
+        return False
     if downtime is None:
         return None
     tolerance = max(2 * interval, 0.1 * prediction.high) if math.isfinite(prediction.high) else 2 * interval

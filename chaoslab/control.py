@@ -176,7 +176,7 @@ def write_results(run: Run, journal: Journal | None, recovered: bool) -> None:
     if options.get("scenario"):
         backup = min(spec.vrrp_priority for spec in run.lab.topology.loadbalancers)
         prediction = theory.expected_outage(options["scenario"], run.lab.profile.settings, backup)
-    summary = analysis.summarize(samples, events, SAMPLER_INTERVAL, prediction)
+    summary = analysis.summarize(samples, events, SAMPLER_INTERVAL, prediction, options.get("focus", "inject"))
     summary["run"] = {
         "experiment": run.experiment.get("title"),
         "scenario": options.get("scenario"),

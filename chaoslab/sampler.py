@@ -32,17 +32,18 @@ active_output: Path | None = None
 
 
 def next_samples(path: Path, count: int, timeout: float) -> list[Outcome]:
-    """The next `count` samples the running sampler writes to path, in send order."""
+    """The first `count` samples sent from now on by the sampler writing to path, in send order."""
+    since = time.time()
     offset = path.stat().st_size
     deadline = time.monotonic() + timeout
-    lines: list[str] = []
-    while len(lines) < count and time.monotonic() < deadline:
+    outcomes: list[Outcome] = []
+    while len(outcomes) < count and time.monotonic() < deadline:
         time.sleep(0.02)
         with open(path, encoding="utf-8") as handle:
             handle.seek(offset)
             lines = [line for line in handle.read().split("\n")[:-1] if line]
-    outcomes = sorted((Outcome.from_json(json.loads(line)) for line in lines), key=lambda o: o.sent)
-    return outcomes[:count]
+        outcomes = [outcome for outcome in map(Outcome.from_json, map(json.loads, lines)) if outcome.sent >= since]
+    return sorted(outcomes, key=lambda outcome: outcome.sent)[:count]
 
 
 class Sampler:

@@ -22,7 +22,7 @@ __all__ = ["SCENARIOS", "Prediction", "expected_outage", "master_down_interval",
 #: Scenarios with a prediction, and what each breaks.
 SCENARIOS: dict[str, str] = {
     "halt-master": "the VRRP master halts: no more adverts, no priority-0 advert",
-    "keepalived-crash": "keepalived on the master is killed: no more adverts, no priority-0 advert",
+    "keepalived-crash": "keepalived on the master is killed: the VIP stays on its interface, adverts stop",
     "keepalived-stop": "keepalived on the master stops gracefully: it sends a priority-0 advert",
     "haproxy-stop": "HAProxy on the master is stopped: the track check must notice",
     "haproxy-kill": "HAProxy on the master is killed: the track check must notice",
@@ -110,8 +110,18 @@ def expected_outage(scenario: str, settings: dict, backup_priority: int) -> Pred
     if scenario == "backend-down":
         return _backend_down(settings)
     advert = float(_setting(settings, "vrrp", "advert_int"))
-    if scenario in ("halt-master", "keepalived-crash"):
+    if scenario == "halt-master":
         return _silent_master(scenario, advert, backup_priority)
+    if scenario == "keepalived-crash":
+        mdi = master_down_interval(advert, backup_priority)
+        return Prediction(
+            scenario,
+            0.0,
+            0.0,
+            "Keepalived dies but the VIP stays on the master's interface and its HAProxy serves on: "
+            f"no outage; the backup still takes the VIP after the master down interval {mdi:.2f} s, "
+            "and two nodes hold it until the old master's Keepalived returns",
+        )
     if scenario == "keepalived-stop":
         return _graceful_stop(scenario, advert, backup_priority)
     if scenario == "haproxy-freeze" and _setting(settings, "track", "mechanism") == "script":

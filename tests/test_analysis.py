@@ -380,9 +380,15 @@ def test_halt_master_window_and_formula():
 
 def test_sub_second_adverts_under_vrrp_version_3():
     settings = {**SEED_SETTINGS, "vrrp": {"version": 3, "advert_int": 0.1}}
-    prediction = expected_outage("keepalived-crash", settings, backup_priority=100)
+    prediction = expected_outage("halt-master", settings, backup_priority=100)
     assert prediction.high == pytest.approx(0.36, abs=0.005)
     assert prediction.low == pytest.approx(0.26, abs=0.005)
+
+
+def test_a_crashed_keepalived_leaves_the_vip_serving():
+    prediction = expected_outage("keepalived-crash", SEED_SETTINGS, backup_priority=100)
+    assert (prediction.low, prediction.high) == (0.0, 0.0)
+    assert "7.22 s" in prediction.formula and "two nodes hold it" in prediction.formula
 
 
 def test_graceful_stop_costs_the_skew_time():
