@@ -3,12 +3,14 @@ on purpose and measures how long clients of its virtual IP were hurt."""
 
 from __future__ import annotations
 
+from importlib.util import find_spec
+
 from chaoslib.discovery.discover import discover_actions, discover_probes, initialize_discovery_result
 from chaoslib.types import DiscoveredActivities, Discovery
 
 __version__ = "0.1.0"
 
-ACTIVITY_PACKAGES = ("vip", "service", "keepalived", "node", "network")
+ACTIVITY_PACKAGES = ("vip", "service", "keepalived", "node", "network")  # each has probes.py and/or actions.py
 
 
 def discover(discover_system: bool = True) -> Discovery:
@@ -21,6 +23,8 @@ def discover(discover_system: bool = True) -> Discovery:
 def load_exported_activities() -> list[DiscoveredActivities]:
     activities: list[DiscoveredActivities] = []
     for package in ACTIVITY_PACKAGES:
-        activities.extend(discover_probes(f"chaoslab.{package}.probes"))
-        activities.extend(discover_actions(f"chaoslab.{package}.actions"))
+        for kind, discover_kind in (("probes", discover_probes), ("actions", discover_actions)):
+            module = f"chaoslab.{package}.{kind}"
+            if find_spec(module) is not None:
+                activities.extend(discover_kind(module))
     return activities

@@ -7,8 +7,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from chaoslab.bench import bench_failover, bench_lab, bench_sampler
 from chaoslab.errors import ChaoslabError
-from chaoslab.lab import Lab, LabSettings
+from chaoslab.lab import SELECTORS, Lab, LabSettings
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -74,10 +75,12 @@ def lab_status(args: argparse.Namespace) -> int:
 
 def lab_exec(args: argparse.Namespace) -> int:
     lab = lab_from(args)
-    lab.require_up()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise ChaoslabError("no command given; usage: chaoslab lab exec NODE -- COMMAND [ARG...]")
+    if args.node not in SELECTORS:
+        lab.node(args.node)  # an unknown name lists the known ones, lab up or not
+    lab.require_up()
     result = lab.node(args.node).run(command, timeout=args.timeout)
     sys.stdout.write(result.stdout)
     sys.stderr.write(result.stderr)
@@ -109,7 +112,26 @@ def build_parser() -> argparse.ArgumentParser:
     execute.add_argument("node", help="node name, or vrrp-master / vrrp-backup")
     execute.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     execute.add_argument("--timeout", type=float, default=60.0, help="seconds before the command is stopped")
+
+    bench = commands.add_parser("bench", help="benchmarks that print numbers (each uses a lab of its own)")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
+    bench_up = bench_commands.add_parser("lab", help="lab up until the VIP answers, and lab down: median of runs")
+    bench_up.add_argument("--runs", type=int, default=5, help="how many times (default 5)")
+    bench_up.add_argument("--profile", help="settings profile (default: seed)")
+    bench_up.set_defaults(handler=lambda args: run_bench(bench_lab, args.runs, args.profile))
+    bench_run = bench_commands.add_parser("failover", help="chaos run experiments/failover.json end to end")
+    bench_run.add_argument("--runs", type=int, default=3, help="how many times (default 3)")
+    bench_run.set_defaults(handler=lambda args: run_bench(bench_failover, args.runs))
+    bench_jitter = bench_commands.add_parser("sampler", help="the sampler's scheduling jitter and request latency")
+    bench_jitter.add_argument("--seconds", type=float, default=10.0, help="how long to sample (default 10)")
+    bench_jitter.add_argument("--interval", type=float, default=0.01, help="seconds between requests (default 0.01)")
+    bench_jitter.set_defaults(handler=lambda args: run_bench(bench_sampler, args.seconds, args.interval))
     return parser
+
+
+def run_bench(benchmark: Callable[..., None], *arguments: object) -> int:
+    benchmark(*arguments)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

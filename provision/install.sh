@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
-# Install the packages one node of the lab needs, with the distribution's
+# Install the packages one node of the lab needs (or, with --role lab, the
+# whole netns lab on one machine, plus any extra packages after --), with the distribution's
 # package manager: apt on Debian/Ubuntu, dnf on the RHEL family. Packages
 # already present are not fetched again, and when everything is there the
 # package manager is not run at all (a VM may reach no network but the lab's).
 # Nothing is started here: configure.sh renders the configs and starts the
 # services.
 #
-#   install.sh --role loadbalancer|webserver
+#   install.sh --role loadbalancer|webserver|lab [-- EXTRA_PACKAGE...]
 set -euo pipefail
 
 role=""
+extra=()
 
 usage() {
-    echo "usage: $0 --role loadbalancer|webserver" >&2
+    echo "usage: $0 --role loadbalancer|webserver|lab [-- EXTRA_PACKAGE...]" >&2
     exit 2
 }
 
 while [ $# -gt 0 ]; do
     case "$1" in
         --role) [ $# -ge 2 ] || usage; role="$2"; shift 2 ;;
+        --) shift; extra=("$@"); break ;;
         *) usage ;;
     esac
 done
@@ -41,9 +44,12 @@ fi
 case "$role" in
     loadbalancer) packages=(haproxy keepalived) ;;
     webserver) packages=("$web_package") ;;
+    # the netns lab: every daemon on one machine, iptables for link faults and
+    # partitions, util-linux for setsid
+    lab) packages=(haproxy keepalived "$web_package" iptables util-linux) ;;
     *) usage ;;
 esac
-packages+=(tcpdump python3 "${tools[@]}")
+packages+=(tcpdump python3 "${tools[@]}" "${extra[@]}")
 
 is_installed() {
     if [ "$family" = debian ]; then

@@ -3,55 +3,18 @@ and a session-wide check that nothing of any lab is left behind."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from chaoslab.lab import Lab, LabSettings
-from chaoslab.paths import PROJECT_DIR, STATE_ROOT
-
-SHARED_PREFIX = "ctshared"
-TEST_PREFIXES = ("ctshared", "ctfresh", "ctkill", "ctexp", "ctother")
-LAB_PROCESSES = ("haproxy", "keepalived", "apache2")
-VENV_BIN = Path(sys.executable).parent
-
-
-def needs_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the netns lab needs root")
-
-
-def chaoslab_command(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
-    """Run the installed chaoslab command line, as a user would."""
-    return subprocess.run(
-        [str(VENV_BIN / "chaoslab"), *args], capture_output=True, text=True, cwd=PROJECT_DIR,
-        env={**os.environ, **(env or {})}, timeout=kwargs.pop("timeout", 120), **kwargs,
-    )
+from tests.helpers import SHARED_PREFIX, TEST_PREFIXES, chaoslab_command, fresh_lab, lab_leftovers
 
 
 @pytest.fixture
 def cli():
     """The chaoslab command line, run as a subprocess."""
     return chaoslab_command
-
-
-def lab_leftovers() -> dict[str, list[str]]:
-    """Namespaces, processes and state of any test lab that still exist."""
-    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split("\n")
-    names = [line.split()[0] for line in namespaces if line.strip()]
-    processes = subprocess.run(["ps", "-eo", "pid=,comm=,args="], capture_output=True, text=True).stdout.splitlines()
-    test_state = f"{STATE_ROOT}/ct"
-    return {
-        "namespaces": [name for name in names if name.startswith(TEST_PREFIXES)],
-        "processes": [
-            line.strip() for line in processes if line.split()[1] in LAB_PROCESSES and test_state in line
-        ],
-        "state": [str(path) for path in STATE_ROOT.glob("ct*")] if STATE_ROOT.exists() else [],
-    }
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -63,17 +26,6 @@ def nothing_left_behind() -> Iterator[None]:
         for prefix in TEST_PREFIXES:  # clean up for the next run, then fail loudly
             Lab(LabSettings(prefix=prefix)).down()
         pytest.fail(f"the test session left lab resources behind: {leftovers}")
-
-
-def fresh_lab(prefix: str, profile: str | None = None) -> Iterator[Lab]:
-    needs_root()
-    lab = Lab(LabSettings(prefix=prefix, profile=profile))
-    lab.down()
-    lab.up()
-    try:
-        yield lab
-    finally:
-        lab.down()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,101 @@
+"""Benchmarks that print numbers: lab bring-up and tear-down, a whole failover run, the sampler's jitter.
+
+Speed targets live here, not in timed tests; the README quotes what these print.
+Each benchmark uses a lab prefix of its own and removes what it made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from chaoslab.client import Outcome
+from chaoslab.lab import Lab, LabSettings
+from chaoslab.paths import PROJECT_DIR
+
+BENCH_PREFIX = "bench"
+
+
+def describe(values: Sequence[float], unit: str = "s", digits: int = 2) -> str:
+    return (f"median {statistics.median(values):.{digits}f} {unit} "
+            f"(min {min(values):.{digits}f}, max {max(values):.{digits}f}, n={len(values)})")
+
+
+def bench_lab(runs: int, profile: str | None) -> None:
+    """Lab up until the VRRP master holds the VIP and it answers from both backends; lab down."""
+    lab = Lab(LabSettings(prefix=BENCH_PREFIX, profile=profile))
+    lab.down()
+    ups, downs, daemons = [], [], []
+    try:
+        for _ in range(runs):
+            started = time.monotonic()
+            lab.provider.up()
+            daemons.append(time.monotonic() - started)
+            lab.wait_ready()
+            ups.append(time.monotonic() - started)
+            started = time.monotonic()
+            lab.down()
+            downs.append(time.monotonic() - started)
+    finally:
+        lab.down()
+    advert = lab.profile.advert_int
+    print(f"lab up   (profile {lab.profile.name}, until the master holds the VIP and it answers): {describe(ups)}")
+    print(f"  of which network, configs and daemons started: {describe(daemons)}")
+    print(f"  the rest is Keepalived's start in BACKUP: it waits 3-4 adverts of {advert:g} s before it may be MASTER")
+    print(f"lab down: {describe(downs)}")
+
+
+def bench_failover(runs: int) -> None:
+    """`chaos run experiments/failover.json` end to end on a machine with no lab up."""
+    chaos = str(Path(sys.executable).parent / "chaos")
+    durations, downtimes = [], []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory(prefix="chaoslab-bench-") as scratch:
+            environment = {**os.environ, "CHAOSLAB_PREFIX": BENCH_PREFIX, "CHAOSLAB_RESULTS": scratch}
+            started = time.monotonic()
+            result = subprocess.run(
+                [chaos, "--log-file", f"{scratch}/chaos.log", "run", "--journal-path", f"{scratch}/journal.json",
+                 str(PROJECT_DIR / "experiments" / "failover.json")],
+                capture_output=True, text=True, env=environment, cwd=scratch, timeout=600,
+            )
+            durations.append(time.monotonic() - started)
+            if result.returncode != 0:
+                raise SystemExit(f"chaos run failed:\n{result.stdout[-2000:]}")
+            summary = json.loads(next(Path(scratch).glob("*/summary.json")).read_text())
+            downtimes.append(summary["downtime"])
+    print(f"chaos run experiments/failover.json, lab bring-up included: {describe(durations)}")
+    print(f"  measured downtime (HAProxy stopped on the master, seed check): {describe(downtimes)}")
+
+
+def bench_sampler(seconds: float, interval: float) -> None:
+    """The sampler's scheduling jitter: gap between successive requests minus the interval."""
+    lab = Lab(LabSettings(prefix=BENCH_PREFIX))
+    lab.down()
+    try:
+        lab.up()
+        with tempfile.TemporaryDirectory(prefix="chaoslab-bench-") as scratch:
+            output = Path(scratch) / "samples.jsonl"
+            subprocess.run(lab.provider.client_command([
+                sys.executable, "-m", "chaoslab.sampler", "--output", str(output),
+                "--interval", str(interval), "--max-duration", str(seconds),
+            ]), check=True, timeout=seconds + 30)
+            samples = sorted((Outcome.from_json(json.loads(line)) for line in output.read_text().splitlines()),
+                             key=lambda sample: sample.sent)
+    finally:
+        lab.down()
+    jitter = sorted(abs(b.sent - a.sent - interval) * 1000 for a, b in zip(samples, samples[1:]))
+    p99 = jitter[int(0.99 * (len(jitter) - 1))]
+    latency = sorted(sample.latency * 1000 for sample in samples)
+    print(f"sampler at {interval * 1000:g} ms for {seconds:g} s: {len(samples)} requests, "
+          f"{sum(sample.ok for sample in samples)} answered")
+    print(f"  scheduling jitter |gap - interval|: p50 {statistics.median(jitter):.2f} ms, "
+          f"p99 {p99:.2f} ms, max {jitter[-1]:.2f} ms")
+    print(f"  request latency: p50 {statistics.median(latency):.2f} ms, "
+          f"p99 {latency[int(0.99 * (len(latency) - 1))]:.2f} ms")
