@@ -14,7 +14,7 @@ from chaoslab.lab import Lab, LabSettings
 from chaoslab.paths import PROJECT_DIR, STATE_ROOT
 
 SHARED_PREFIX = "ctshared"
-TEST_PREFIXES = ("ctshared", "ctfresh", "ctkill", "ctexp", "ctother")
+TEST_PREFIXES = ("ctshared", "ctfresh", "ctkill", "ctkillup", "ctkilled", "ctexp", "ctother", "ctsched", "ctsafe")
 LAB_PROCESSES = ("haproxy", "keepalived", "apache2")
 VENV_BIN = Path(sys.executable).parent
 
