@@ -1,4 +1,5 @@
-"""Benchmarks that print numbers: lab bring-up and tear-down, a whole failover run, the sampler's jitter.
+"""Benchmarks that print numbers: lab bring-up and tear-down, a whole failover run, the sampler's jitter,
+and the matrix of measured failovers against VRRP theory that writes docs/BENCHMARKS.md.
 
 Speed targets live here, not in timed tests; the README quotes what these print.
 Each benchmark uses a lab prefix of its own and removes what it made.
@@ -16,9 +17,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from chaoslab import matrix
 from chaoslab.client import Outcome
 from chaoslab.lab import Lab, LabSettings
-from chaoslab.paths import PROJECT_DIR
+from chaoslab.paths import PROJECT_DIR, results_dir
+from chaoslab.topology import Topology
 
 BENCH_PREFIX = "bench"
 
@@ -99,3 +102,22 @@ def bench_sampler(seconds: float, interval: float) -> None:
           f"p99 {p99:.2f} ms, max {jitter[-1]:.2f} ms")
     print(f"  request latency: p50 {statistics.median(latency):.2f} ms, "
           f"p99 {latency[int(0.99 * (len(latency) - 1))]:.2f} ms")
+
+
+def bench_matrix(profiles: Sequence[str], scenarios: Sequence[str], repeats: int, prefix: str, docs: Path,
+                 command: str) -> None:
+    """Every profile x fault scenario, `repeats` runs each (chaoslab.matrix); prints the downtime
+    table and the cross-check beside theory and the targets, and writes them with a chart to docs."""
+    from chaoslab import matrix_docs  # matplotlib: loaded only by the benchmark that draws
+
+    topology = Topology.load()
+    cells = matrix.plan(topology, profiles, scenarios, repeats)
+    root = results_dir() / time.strftime("matrix-%Y%m%dT%H%M%SZ", time.gmtime())
+    context = matrix_docs.RunContext.now(command)
+    for profile in profiles:
+        matrix.measure_profile(profile, [cell for cell in cells if cell.profile == profile], repeats, prefix, root)
+    context.finish()
+    matrix.save(cells, root / "matrix.json")
+    print(f"\n{matrix_docs.results_table(cells)}\n\n{matrix_docs.cross_check_table(cells)}\n")
+    written = matrix_docs.write_docs(cells, context, topology, docs)
+    print(f"runs in {root}; wrote {', '.join(str(path) for path in written)}; took {context.duration / 60:.1f} min")

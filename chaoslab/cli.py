@@ -1,15 +1,22 @@
-"""The chaoslab command: the lab's life cycle and, later, schedules, history and reports."""
+"""The chaoslab command: the lab's life cycle, schedules, the history of runs, reports and benchmarks."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from chaoslab.bench import bench_failover, bench_lab, bench_sampler
+from chaoslab import history, schedule
+from chaoslab.bench import bench_failover, bench_lab, bench_matrix, bench_sampler
+from chaoslab.checks import check_experiment, load_experiment
 from chaoslab.errors import ChaoslabError
 from chaoslab.lab import SELECTORS, Lab, LabSettings
+from chaoslab.matrix import MATRIX_PREFIX, PROFILES, SCENARIOS
+from chaoslab.paths import PROJECT_DIR
+from chaoslab.topology import Topology
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -87,6 +94,43 @@ def lab_exec(args: argparse.Namespace) -> int:
     return result.returncode
 
 
+def schedule_runs(args: argparse.Namespace) -> int:
+    if args.print_cron and args.count is not None:
+        raise ChaoslabError("--print-cron prints units that run one round each time; leave out --count")
+    plan = schedule.make_plan(args.experiments, args.every, args.count, args.profile)
+    if args.print_cron:
+        print(schedule.unattended(plan, os.environ), end="")
+        return 0
+    return schedule.Scheduler(plan).run()
+
+
+def history_table(args: argparse.Namespace) -> int:
+    if args.last is not None and args.last < 1:
+        raise ChaoslabError(f"--last must be at least 1, not {args.last}")
+    path = history.history_path()
+    runs = history.load(path, args.experiment, args.last)
+    if not runs:
+        which = f" of experiment {args.experiment!r}" if args.experiment else ""
+        print(f"no runs{which} recorded in {path}")
+        return 0
+    print(table(history.terminal_rows(runs)))
+    return 0
+
+
+def write_report(args: argparse.Namespace) -> int:
+    from chaoslab import report  # matplotlib: imported only by the commands that draw
+
+    output = report.build_report(output=Path(args.output) if args.output else None)
+    print(f"report written to {output}")
+    return 0
+
+
+def bench_report(args: argparse.Namespace) -> int:
+    from chaoslab import report  # matplotlib: imported only by the commands that draw
+
+    return run_bench(report.bench, args.runs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chaoslab",
@@ -113,6 +157,38 @@ def build_parser() -> argparse.ArgumentParser:
     execute.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     execute.add_argument("--timeout", type=float, default=60.0, help="seconds before the command is stopped")
 
+    scheduling = commands.add_parser(
+        "schedule", help="run experiments one after another, round after round, in the foreground",
+        description="Run the experiments one after another, a round every --every, --count rounds or until "
+                    "Ctrl-C (which lets the running experiment roll back and write its results first).")
+    scheduling.add_argument("experiments", nargs="+", metavar="EXPERIMENT",
+                            help="experiment files, such as experiments/failover.json")
+    scheduling.add_argument("--every", default="30m",
+                            help="time from one round's start to the next: 30s, 5m, 2h... (default 30m)")
+    scheduling.add_argument("--count", help="how many rounds (default: until stopped)")
+    scheduling.add_argument("--profile",
+                            help="settings profile for every run (default: each experiment's; env CHAOSLAB_PROFILE)")
+    scheduling.add_argument("--print-cron", action="store_true",
+                            help="print a crontab line and systemd service and timer units instead of running")
+    scheduling.set_defaults(handler=schedule_runs)
+
+    recorded = commands.add_parser("history", help="the recorded runs, as a table",
+                                   description="The runs recorded in results/history.sqlite, oldest first.")
+    recorded.add_argument("--experiment", help="only this experiment: its short name (failover), title or file")
+    recorded.add_argument("--last", type=int, help="only the last N runs")
+    recorded.set_defaults(handler=history_table)
+
+    page = commands.add_parser("report", help="write the HTML report of the history (results/report.html)",
+                               description="One self-contained HTML page: per experiment the latest status, the "
+                                           "resilience score, the downtime distribution and trend against theory.")
+    page.add_argument("--output", help="where to write it (default results/report.html)")
+    page.set_defaults(handler=write_report)
+
+    check = commands.add_parser("check", help="check experiments against chaoslab and the topology, before a run",
+                                description="check experiments against chaoslab and the topology, before a run")
+    check.add_argument("experiments", nargs="+", type=Path, metavar="EXPERIMENT", help="experiment JSON files")
+    check.set_defaults(handler=check_experiments)
+
     bench = commands.add_parser("bench", help="benchmarks that print numbers (each uses a lab of its own)")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
     bench_up = bench_commands.add_parser("lab", help="lab up until the VIP answers, and lab down: median of runs")
@@ -126,7 +202,50 @@ def build_parser() -> argparse.ArgumentParser:
     bench_jitter.add_argument("--seconds", type=float, default=10.0, help="how long to sample (default 10)")
     bench_jitter.add_argument("--interval", type=float, default=0.01, help="seconds between requests (default 0.01)")
     bench_jitter.set_defaults(handler=lambda args: run_bench(bench_sampler, args.seconds, args.interval))
+    bench_grid = bench_commands.add_parser(
+        "matrix", help="each profile x fault, N runs: downtime beside VRRP theory and targets; writes docs/BENCHMARKS.md",
+        description="Run each profile x fault scenario N times for real (chaos run of its experiment), print median "
+                    "and p95 downtime and failed requests beside VRRP theory and the targets, cross-check the "
+                    "sampler and event recorder with a packet capture, and write docs/BENCHMARKS.md and "
+                    "docs/benchmarks.png.")
+    bench_grid.add_argument("--profiles", default=",".join(PROFILES),
+                            help=f"comma-separated profiles (default {','.join(PROFILES)})")
+    bench_grid.add_argument("--scenarios", default=",".join(SCENARIOS),
+                            help=f"comma-separated scenarios (default all: {','.join(SCENARIOS)})")
+    bench_grid.add_argument("--repeats", type=int, default=3, help="runs per profile and scenario (default 3)")
+    bench_grid.add_argument("--prefix", default=MATRIX_PREFIX,
+                            help=f"prefix of the benchmark's lab (default {MATRIX_PREFIX})")
+    bench_grid.add_argument("--docs", type=Path, default=PROJECT_DIR / "docs",
+                            help="folder BENCHMARKS.md and benchmarks.png are written to (default docs/)")
+    bench_grid.set_defaults(handler=run_matrix)
+    bench_page = bench_commands.add_parser("report", help="the HTML report and its charts over synthetic runs")
+    bench_page.add_argument("--runs", type=int, default=100, help="how many synthetic runs (default 100)")
+    bench_page.set_defaults(handler=bench_report)
     return parser
+
+
+def check_experiments(args: argparse.Namespace) -> int:
+    topology = Topology.load()
+    failed = False
+    for path in args.experiments:
+        try:
+            problems = check_experiment(load_experiment(path), topology)
+        except ChaoslabError as error:
+            problems = [str(error)]
+        for problem in problems:
+            print(f"chaoslab: {path}: {problem}", file=sys.stderr)
+        failed = failed or bool(problems)
+        if not problems:
+            print(f"ok: {path}")
+    return 2 if failed else 0
+
+
+def run_matrix(args: argparse.Namespace) -> int:
+    profiles, scenarios = args.profiles.split(","), args.scenarios.split(",")
+    command = (f"chaoslab bench matrix --profiles {','.join(profiles)} --scenarios {','.join(scenarios)} "
+               f"--repeats {args.repeats}")
+    bench_matrix(profiles, scenarios, args.repeats, args.prefix, args.docs, command)
+    return 0
 
 
 def run_bench(benchmark: Callable[..., None], *arguments: object) -> int:

@@ -6,26 +6,32 @@ Declared in each experiment:
 
 Before the experiment: hold the lab (a second run is refused), bring it up if
 needed, heal what a previous run left (Jepsen's habit), wait for the steady
-state, open the run's folder, start the event recorder and the sampler.
+state, open the run's folder, start the event recorder and the sampler, and
+arm the safeguard if the run has an abort budget (chaoslab.safeguard).
+Before the rollbacks: disarm the safeguard.
 After it (rollbacks done, or the run interrupted or failed): heal the lab,
 wait for the steady state, stop the instruments, write the journal, summary
-and charts, and bring the lab down only if this run brought it up.
+and charts, record the run in the history (chaoslab.history), and bring the
+lab down only if this run brought it up.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets
 
-from chaoslab import analysis, plots, sampler, theory
+from chaoslab import analysis, history, safeguard, sampler, theory
+from chaoslab.checks import check_experiment
 from chaoslab.errors import ChaoslabError
 from chaoslab.events import EventRecorder
 from chaoslab.lab import Lab
@@ -49,6 +55,7 @@ class Run:
     started: float = field(default_factory=time.time)
     sampler: subprocess.Popen | None = None
     recorder: EventRecorder | None = None
+    watchdog: safeguard.Watchdog | None = None
 
 
 _run: Run | None = None
@@ -65,9 +72,16 @@ def experiment_options(experiment: Experiment) -> dict:
 def before_experiment_control(context: Experiment, configuration: Configuration = None,
                               secrets: Secrets = None, **kwargs: object) -> None:
     global _run
+    # Chaos Toolkit turns SIGTERM into an error of the activity that happens to run,
+    # and the run goes on; here it stops the run like Ctrl-C, rollbacks included.
+    signal.signal(signal.SIGTERM, interrupt_like_ctrl_c)
     resources = ExitStack()
     try:
-        lab = Lab.from_configuration(configuration)
+        lab = Lab.from_configuration(configuration, secrets)
+        problems = check_experiment(context, lab.topology)
+        if problems:
+            raise ChaoslabError("; ".join(problems))
+        abort_budget = safeguard.abort_after(experiment_options(context), configuration)
         title = context.get("title", "experiment")
         resources.enter_context(lab.lock(f"chaos run: {title}"))
         brought_up = not lab.is_up()
@@ -82,6 +96,7 @@ def before_experiment_control(context: Experiment, configuration: Configuration 
         _run.recorder = EventRecorder(lab, folder / EVENTS)
         _run.recorder.start()
         _run.sampler = start_sampler(lab, folder)
+        _run.watchdog = safeguard.start(abort_budget, folder / SAMPLES, _run.recorder)
         sampler.active_output = folder / SAMPLES
         logger.info(f"chaoslab: measuring from the client; results in {folder}")
     except ChaoslabError as error:
@@ -113,6 +128,13 @@ def start_sampler(lab: Lab, folder: Path) -> subprocess.Popen:
     raise ChaoslabError(f"the sampler did not start; see {folder / 'sampler.log'}")
 
 
+def before_rollback_control(context: Experiment, configuration: Configuration = None,
+                            secrets: Secrets = None, **kwargs: object) -> None:
+    """The rollbacks restore the lab: the safeguard must not interrupt them."""
+    if _run is not None and _run.watchdog is not None:
+        _run.watchdog.stop()
+
+
 def after_experiment_control(context: Experiment, state: Journal, configuration: Configuration = None,
                              secrets: Secrets = None, **kwargs: object) -> None:
     finish(state)
@@ -125,8 +147,10 @@ def finish(journal: Journal | None) -> None:
     run, _run = _run, None
     if run is None:
         return
-    with run.resources:
+    with run.resources, interrupts_deferred():
         try:
+            if run.watchdog is not None:
+                run.watchdog.stop()
             recovered = heal_and_settle(run.lab)
             stop_instruments(run)
             if journal is not None:
@@ -139,6 +163,26 @@ def finish(journal: Journal | None) -> None:
             if run.brought_up:
                 for line in run.lab.down():
                     logger.info(f"chaoslab: removed {line}")
+
+
+def interrupt_like_ctrl_c(signum: int, frame: object) -> None:
+    logger.warning(f"chaoslab: {signal.Signals(signum).name} received: interrupting the run, rollbacks follow")
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """While the lab is healed and the results written, Ctrl-C or SIGTERM cannot cut it short."""
+    def refuse(signum: int, frame: object) -> None:
+        logger.warning(f"chaoslab: {signal.Signals(signum).name} received while healing the lab and writing "
+                       "results; finishing that first")
+
+    previous = {signum: signal.signal(signum, refuse) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def heal_and_settle(lab: Lab) -> bool:
@@ -177,6 +221,7 @@ def write_results(run: Run, journal: Journal | None, recovered: bool) -> None:
         backup = min(spec.vrrp_priority for spec in run.lab.topology.loadbalancers)
         prediction = theory.expected_outage(options["scenario"], run.lab.profile.settings, backup)
     summary = analysis.summarize(samples, events, SAMPLER_INTERVAL, prediction, options.get("focus", "inject"))
+    breach = safeguard.breach(events)
     summary["run"] = {
         "experiment": run.experiment.get("title"),
         "scenario": options.get("scenario"),
@@ -188,15 +233,20 @@ def write_results(run: Run, journal: Journal | None, recovered: bool) -> None:
         "status": journal_status(journal),
         "lab_recovered": recovered,
         "folder": str(run.folder),
+        "aborted_by": "safeguard" if breach else None,
+        "safeguard": breach,
     }
     write_json(run.folder / SUMMARY, summary)
     title = f"{run.experiment.get('title', 'experiment')} (profile {run.lab.profile.name})"
+    from chaoslab import plots  # matplotlib: loaded by the run that draws, not by every chaoslab command
+
     plots.plot_run(samples, events, summary, run.folder / CHART, title)
     downtime = summary.get("downtime")
     logger.info(
         f"chaoslab: downtime {downtime if downtime is not None else 'n/a'} s, "
         f"{summary['failed']} failed requests; chart {run.folder / CHART}"
     )
+    history.record_run(summary, options.get("downtime_budget"), run.lab)
 
 
 def journal_status(journal: Journal | None) -> str:

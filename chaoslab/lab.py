@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chaoslab import sampler
 from chaoslab.client import Outcome, request_vip
@@ -26,7 +26,11 @@ from chaoslab.topology import Profile, Topology
 DEFAULT_PROVIDER = "netns"
 DEFAULT_PREFIX = "chaoslab"
 PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+PASSWORD_PATTERN = re.compile(r"""^[^\s"'#!]{1,8}$""")
+PASSWORD_ENV = "CHAOSLAB_VRRP_PASSWORD"
+LAB_PASSWORD = "chaoslab"
 SELECTORS = {"vrrp-master": "MASTER", "vrrp-backup": "BACKUP"}
+ALTERNATION_SETTLE = 2.0
 # configuration key -> environment variable that overrides it
 SETTINGS = {
     "chaoslab_provider": "CHAOSLAB_PROVIDER",
@@ -40,25 +44,35 @@ class LabSettings:
     provider: str = DEFAULT_PROVIDER
     profile: str | None = None
     prefix: str = DEFAULT_PREFIX
+    vrrp_password: str = field(default=LAB_PASSWORD, repr=False)  # never in a log or a journal
 
     @classmethod
-    def resolve(cls, configuration: Mapping | None = None) -> LabSettings:
-        """The experiment's configuration, overridden by CHAOSLAB_* environment variables."""
+    def resolve(cls, configuration: Mapping | None = None, secrets: Mapping | None = None) -> LabSettings:
+        """The experiment's configuration, overridden by CHAOSLAB_* environment variables;
+        the VRRP password from $CHAOSLAB_VRRP_PASSWORD or the experiment's secrets
+        ({"chaoslab": {"vrrp_password": ...}}), the lab's default otherwise."""
         configuration = configuration or {}
         values = {
             key: os.environ.get(variable) or configuration.get(key)
             for key, variable in SETTINGS.items()
         }
+        password = os.environ.get(PASSWORD_ENV) or ((secrets or {}).get("chaoslab") or {}).get("vrrp_password")
         return cls(
             provider=values["chaoslab_provider"] or DEFAULT_PROVIDER,
             profile=values["chaoslab_profile"] or None,
             prefix=values["chaoslab_prefix"] or DEFAULT_PREFIX,
+            vrrp_password=password or LAB_PASSWORD,
         )
 
 
 class Lab:
     def __init__(self, settings: LabSettings | None = None, topology: Topology | None = None):
         settings = settings or LabSettings()
+        if not PASSWORD_PATTERN.match(settings.vrrp_password):
+            raise ChaoslabError(
+                "the VRRP password must be 1 to 8 printable characters without spaces or quotes "
+                "(VRRPv2 simple authentication carries 8)"
+            )
         if not PREFIX_PATTERN.match(settings.prefix):
             raise ChaoslabError(
                 f"invalid lab prefix {settings.prefix!r}: use 1 to 12 lower-case letters and digits, "
@@ -70,7 +84,7 @@ class Lab:
         self.state_dir = STATE_ROOT / settings.prefix
         requested = self.topology.profile(settings.profile)
         self.provider: Provider = provider_class(settings.provider)(
-            self.topology, requested, settings.prefix, self.state_dir
+            self.topology, requested, settings.prefix, self.state_dir, settings.vrrp_password
         )
         running = self.running_profile()
         if running and running != requested.name:
@@ -78,8 +92,8 @@ class Lab:
         self.requested_profile = requested
 
     @classmethod
-    def from_configuration(cls, configuration: Mapping | None = None) -> Lab:
-        return cls(LabSettings.resolve(configuration))
+    def from_configuration(cls, configuration: Mapping | None = None, secrets: Mapping | None = None) -> Lab:
+        return cls(LabSettings.resolve(configuration, secrets))
 
     @classmethod
     def running(cls, configuration: Mapping | None = None) -> Lab:
@@ -231,17 +245,24 @@ class Lab:
     def alternates(self, count: int = 4) -> bool:
         """Every answer is 200 and successive answers come from different backends, covering all.
 
-        While this process runs the sampler, its answers are judged: requests of
-        our own would interleave with its and break the round robin's order."""
-        if sampler.active_output is not None:
-            outcomes = sampler.next_samples(sampler.active_output, count, timeout=5.0)
-        else:
-            outcomes = self.request(count=count, timeout=1.0)
-        if len(outcomes) < count:
-            return False
+        While this process runs the sampler, its answers are judged instead of
+        requests of our own, which would interleave with its and break the round
+        robin's order; and since requests still in flight from before (a SYN
+        retransmitted after a failover) take turns too, `count` successive
+        answers must alternate at some point within a settle window."""
+        if sampler.active_output is None:
+            return self._alternating(self.request(count=count, timeout=1.0), count)
+        deadline = time.monotonic() + ALTERNATION_SETTLE
+        while (left := deadline - time.monotonic()) > 0:
+            if self._alternating(sampler.next_samples(sampler.active_output, count, timeout=left), count):
+                return True
+        return False
+
+    def _alternating(self, outcomes: list[Outcome], count: int) -> bool:
         backends = [outcome.backend for outcome in outcomes]
         return (
-            all(outcome.ok for outcome in outcomes)
+            len(outcomes) == count
+            and all(outcome.ok for outcome in outcomes)
             and all(a != b for a, b in zip(backends, backends[1:]))
             and set(backends) == {spec.name for spec in self.topology.webservers}
         )
@@ -258,7 +279,7 @@ class Lab:
                 node.link_up(interface.name)
                 node.restore_link(interface.name)
             node.unblock_vrrp()
-            for service in node.spec.services:
+            for service in node.services:
                 if node.is_service_frozen(service):
                     node.thaw_service(service)
                     healed.append(f"thawed {service} on {node.name}")

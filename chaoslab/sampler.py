@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 import threading
@@ -24,7 +25,13 @@ from chaoslab.client import Outcome, request_vip
 from chaoslab.topology import Topology
 
 MAX_DURATION = 900.0
-MAX_IN_FLIGHT = 64
+SPARE_WORKERS = 16
+
+
+def pool_size(interval: float, timeout: float) -> int:
+    """Workers enough that requests timing out never hold up the schedule: one per
+    interval of the timeout, and some spare."""
+    return math.ceil(timeout / interval) + SPARE_WORKERS
 
 # The output of the sampler this process started, while it runs: probes that judge
 # the order of answers read it instead of interleaving requests of their own.
@@ -57,7 +64,8 @@ class Sampler:
         self.max_count = max_count
         self.stopping = threading.Event()
         self.write_lock = threading.Lock()
-        self.in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT)
+        self.workers = pool_size(interval, timeout)
+        self.in_flight = threading.BoundedSemaphore(self.workers)
 
     def stop(self, *_: object) -> None:
         self.stopping.set()
@@ -77,7 +85,7 @@ class Sampler:
         sent = 0
         start = time.perf_counter()
         with open(self.output, "a", encoding="utf-8") as handle, \
-                ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT, thread_name_prefix="sample") as pool:
+                ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sample") as pool:
             while not self.stopping.is_set() and sent < self.max_count:
                 slot = start + sent * self.interval
                 if slot - start > self.max_duration:
@@ -100,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-duration", type=float, default=MAX_DURATION, help="stop after this many seconds")
     parser.add_argument("--max-count", type=int, default=int(MAX_DURATION / 0.01), help="stop after this many requests")
     args = parser.parse_args(argv)
-    if not 0.001 <= args.interval <= 60 or args.timeout <= 0 or not 0 < args.max_duration <= 86400:
-        parser.error("interval must be within 0.001..60 s, timeout above 0, max-duration within 0..86400 s")
+    if not 0.001 <= args.interval <= 60 or not 0 < args.timeout <= 10 or not 0 < args.max_duration <= 86400:
+        parser.error("interval must be within 0.001..60 s, timeout within 0..10 s, max-duration within 0..86400 s")
     sampler = Sampler(Topology.load(), args.output, args.interval, args.timeout, args.max_duration, args.max_count)
     signal.signal(signal.SIGTERM, sampler.stop)
     signal.signal(signal.SIGINT, sampler.stop)

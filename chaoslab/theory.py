@@ -2,12 +2,14 @@
 
 The formulas are those of DESIGN.md, "Failover timing":
 
-- master down interval = 3 x advert_int + skew, skew = (256 - priority) x advert_int / 256,
-  with the priority of the backup that takes over;
+- master down interval = 3 x advert_int + skew, with the priority of the backup that takes
+  over; skew = (256 - priority) / 256 s in VRRPv2 (RFC 3768), (256 - priority) x advert_int / 256
+  in VRRPv3 (RFC 5798), as Keepalived computes it (VRRP_TIMER_SKEW);
 - a master that leaves gracefully (keepalived stop, or a failed track check that puts it
   in FAULT) sends a priority-0 advert, so the backup takes over after its skew time alone;
 - a dead HAProxy is only noticed by the track check, whose interval adds to the outage;
-- a frozen HAProxy keeps its pid, so a pid-based track script never notices it.
+- a frozen HAProxy keeps its pid, so a pid-based track script never notices it; a checker
+  that asks HAProxy over HTTP notices, each failed probe lasting its timeout.
 
 Pure functions of a profile's merged settings dict; no I/O.
 """
@@ -87,14 +89,15 @@ class Prediction:
         }
 
 
-def skew_time(advert_int: float, priority: int) -> float:
-    """VRRP skew time: how long a backup of this priority waits beyond 3 adverts."""
-    return (256 - priority) * advert_int / 256
+def skew_time(advert_int: float, priority: int, version: int = 3) -> float:
+    """VRRP skew time: how long a backup of this priority waits beyond 3 adverts.
+    VRRPv2 (RFC 3768) counts it in seconds whatever the advert interval; VRRPv3 scales it."""
+    return (256 - priority) / 256 if version == 2 else (256 - priority) * advert_int / 256
 
 
-def master_down_interval(advert_int: float, priority: int) -> float:
+def master_down_interval(advert_int: float, priority: int, version: int = 3) -> float:
     """How long a backup of this priority waits without adverts before it becomes master."""
-    return 3 * advert_int + skew_time(advert_int, priority)
+    return 3 * advert_int + skew_time(advert_int, priority, version)
 
 
 def expected_outage(scenario: str, settings: dict, backup_priority: int) -> Prediction:
@@ -110,10 +113,11 @@ def expected_outage(scenario: str, settings: dict, backup_priority: int) -> Pred
     if scenario == "backend-down":
         return _backend_down(settings)
     advert = float(_setting(settings, "vrrp", "advert_int"))
+    version = int(_setting(settings, "vrrp", "version"))
     if scenario == "halt-master":
-        return _silent_master(scenario, advert, backup_priority)
+        return _silent_master(scenario, advert, backup_priority, version)
     if scenario == "keepalived-crash":
-        mdi = master_down_interval(advert, backup_priority)
+        mdi = master_down_interval(advert, backup_priority, version)
         return Prediction(
             scenario,
             0.0,
@@ -123,7 +127,7 @@ def expected_outage(scenario: str, settings: dict, backup_priority: int) -> Pred
             "and two nodes hold it until the old master's Keepalived returns",
         )
     if scenario == "keepalived-stop":
-        return _graceful_stop(scenario, advert, backup_priority)
+        return _graceful_stop(scenario, advert, backup_priority, version)
     if scenario == "haproxy-freeze" and _setting(settings, "track", "mechanism") == "script":
         return Prediction(
             scenario,
@@ -132,36 +136,42 @@ def expected_outage(scenario: str, settings: dict, backup_priority: int) -> Pred
             "a frozen HAProxy keeps its pid, so the pid-based track script keeps passing: "
             "the VIP stays on a node that serves nobody (never recovers)",
         )
-    return _tracked_haproxy(scenario, settings, advert, backup_priority)
+    return _tracked_haproxy(scenario, settings, advert, backup_priority, version)
 
 
-def _silent_master(scenario: str, advert: float, priority: int) -> Prediction:
+def _silent_master(scenario: str, advert: float, priority: int, version: int) -> Prediction:
     """No more adverts: the backup waits the master down interval from the last advert it got."""
-    mdi = master_down_interval(advert, priority)
+    mdi = master_down_interval(advert, priority, version)
     formula = (
-        f"master down interval 3 x {_num(advert)} s + {_skew_text(advert, priority)} = {mdi:.2f} s, "
+        f"master down interval 3 x {_num(advert)} s + {_skew_text(advert, priority, version)} = {mdi:.2f} s, "
         f"counted from the last advert: outage {mdi - advert:.2f}-{mdi:.2f} s"
     )
     return Prediction(scenario, mdi - advert, mdi, formula)
 
 
-def _graceful_stop(scenario: str, advert: float, priority: int) -> Prediction:
+def _graceful_stop(scenario: str, advert: float, priority: int, version: int) -> Prediction:
     """A priority-0 advert: the backup takes over after its skew time."""
-    skew = skew_time(advert, priority)
-    formula = f"priority-0 advert: the backup takes over after its skew {_skew_text(advert, priority)} = {skew:.2f} s"
+    skew = skew_time(advert, priority, version)
+    formula = (f"priority-0 advert: the backup takes over after its skew {_skew_text(advert, priority, version)} "
+               f"= {skew:.2f} s")
     return Prediction(scenario, 0.0, skew, formula)
 
 
-def _tracked_haproxy(scenario: str, settings: dict, advert: float, priority: int) -> Prediction:
-    """The track check notices after fall failed checks, then a priority-0 advert and the skew."""
+def _tracked_haproxy(scenario: str, settings: dict, advert: float, priority: int, version: int) -> Prediction:
+    """The track check notices after fall failed checks, then a priority-0 advert and the skew.
+    A frozen HAProxy fails a probe only when the probe's timeout (timeout_ms, where the
+    checker has one) runs out, so the last failed probe ends that much later."""
     interval, fall, checker = _track_check(settings)
-    detect_low, detect_high = (fall - 1) * interval, fall * interval
-    skew = skew_time(advert, priority)
+    wait = float(settings["track"].get("timeout_ms", 0)) / 1000 if scenario == "haproxy-freeze" else 0.0
+    detect_low, detect_high = (fall - 1) * interval + wait, fall * interval + wait
+    skew = skew_time(advert, priority, version)
     high = detect_high + skew
+    timed_out = f" (each failed probe waits its {_num(wait)} s timeout)" if wait else ""
     formula = (
-        f"{checker} every {_num(interval)} s, fall {fall}: detected after {detect_low:.2f}-{detect_high:.2f} s, "
+        f"{checker} every {_num(interval)} s, fall {fall}{timed_out}: "
+        f"detected after {detect_low:.2f}-{detect_high:.2f} s, "
         f"then FAULT sends a priority-0 advert and the backup waits its skew "
-        f"{_skew_text(advert, priority)} = {skew:.2f} s: outage {detect_low:.2f}-{high:.2f} s"
+        f"{_skew_text(advert, priority, version)} = {skew:.2f} s: outage {detect_low:.2f}-{high:.2f} s"
     )
     return Prediction(scenario, detect_low, high, formula)
 
@@ -204,8 +214,8 @@ def _setting(settings: dict, section: str, key: str):
         raise ValueError(f"settings lack {section}.{key}, needed for this prediction") from None
 
 
-def _skew_text(advert: float, priority: int) -> str:
-    return f"(256-{priority}) x {_num(advert)}/256 s"
+def _skew_text(advert: float, priority: int, version: int) -> str:
+    return f"(256-{priority})/256 s" if version == 2 else f"(256-{priority}) x {_num(advert)}/256 s"
 
 
 def _num(value: float) -> str:

@@ -22,6 +22,12 @@ SERVICES_BY_ROLE = {
     "loadbalancer": ("haproxy", "keepalived"),
     "webserver": ("httpd",),
 }
+# The checker a load balancer runs when Keepalived tracks HAProxy through a file.
+HEALTH_CHECKER = "haproxy-health"
+TRACK_MECHANISMS = {
+    "script": ("interval", "fall", "rise"),
+    "file": ("check_interval_ms", "timeout_ms", "fall", "rise", "health_port"),
+}
 IFNAMSIZ = 15
 
 
@@ -50,6 +56,7 @@ class NodeSpec:
 
     @property
     def services(self) -> tuple[str, ...]:
+        """The stack's services of the node's role; a profile may add helpers (Profile.services)."""
         return SERVICES_BY_ROLE.get(self.role, ())
 
     def address(self, network: str) -> str:
@@ -79,6 +86,14 @@ class Profile:
     @property
     def advert_int(self) -> float:
         return float(self.settings["vrrp"]["advert_int"])
+
+    def services(self, spec: NodeSpec) -> tuple[str, ...]:
+        """The services a node runs under this profile: its role's, and on a load balancer
+        whose Keepalived tracks a file, the checker that writes the file. The one place
+        that says which; providers, Node and Lab ask it."""
+        if spec.role == "loadbalancer" and renderer().tracks_file(self.settings):
+            return (*spec.services, HEALTH_CHECKER)
+        return spec.services
 
 
 class Topology:
@@ -220,6 +235,7 @@ def validate(topology: Topology) -> None:
 
 
 def validate_profile(profile: Profile) -> None:
+    validate_track(profile)
     version = profile.vrrp_version
     advert = profile.advert_int
     if version == 2:
@@ -235,3 +251,22 @@ def validate_profile(profile: Profile) -> None:
             )
     else:
         raise ChaoslabError(f"profile {profile.name}: VRRP version {version} is unknown; use 2 or 3")
+
+
+def validate_track(profile: Profile) -> None:
+    """The track section names a known mechanism and has its settings; a probe's timeout
+    fits in its interval (VRRP theory counts fall x interval for detection)."""
+    track = profile.settings.get("track") or {}
+    mechanism = track.get("mechanism")
+    if mechanism not in TRACK_MECHANISMS:
+        raise ChaoslabError(
+            f"profile {profile.name}: track mechanism {mechanism!r} is unknown; use {' or '.join(TRACK_MECHANISMS)}"
+        )
+    missing = [key for key in TRACK_MECHANISMS[mechanism] if key not in track]
+    if missing:
+        raise ChaoslabError(f"profile {profile.name}: track mechanism {mechanism} needs {', '.join(missing)}")
+    if mechanism == "file" and not 0 < track["timeout_ms"] <= track["check_interval_ms"]:
+        raise ChaoslabError(
+            f"profile {profile.name}: track timeout_ms {track['timeout_ms']} must be above 0 and at most "
+            f"check_interval_ms {track['check_interval_ms']}"
+        )

@@ -40,15 +40,27 @@ fi
 
 # On a machine of its own: hand the rendered files to the distribution's services.
 # /run is emptied at boot: have systemd recreate the lab's runtime directory
-# (HAProxy's stats socket and the VRRP state log) before the services start.
+# (HAProxy's stats socket, the VRRP state log, the track file) before the services start.
 echo "d /run/chaoslab 0755 root root -" > /etc/tmpfiles.d/chaoslab.conf
 role="$(python3 "$here/render.py" --node "$node" --role-only)"
 case "$role" in
     loadbalancer)
         sysctl -q -w net.ipv4.ip_nonlocal_bind=1
         echo "net.ipv4.ip_nonlocal_bind = 1" > /etc/sysctl.d/90-chaoslab.conf
-        systemctl enable --now haproxy keepalived
-        systemctl restart haproxy keepalived
+        # A profile whose Keepalived tracks a file gets the unit of the checker that writes
+        # the file; render.py removes the unit under any other profile, and a checker a
+        # former profile left running is stopped and disabled here.
+        checker=chaoslab-haproxy-health.service
+        services=(haproxy keepalived)
+        if [ -f "/etc/systemd/system/$checker" ]; then
+            services=(haproxy "$checker" keepalived)
+        else
+            systemctl stop "$checker" 2>/dev/null || true
+            rm -f "/etc/systemd/system/multi-user.target.wants/$checker"
+        fi
+        systemctl daemon-reload
+        systemctl enable --now "${services[@]}"
+        systemctl restart "${services[@]}"
         ;;
     webserver)
         if [ -d /etc/apache2/sites-available ]; then

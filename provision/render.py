@@ -41,6 +41,14 @@ ROLE_FILES: dict[str, dict[str, tuple[str, int]]] = {
         "index.html": ("var/www/html/index.html", 0o644),
     },
 }
+# What a load balancer gets besides its ROLE_FILES when Keepalived tracks HAProxy
+# through a file: the checker that writes the file, and the checker's systemd unit.
+CHECKER_FILES: dict[str, tuple[str, int]] = {
+    "haproxy_health.py": ("etc/keepalived/chaoslab/haproxy-health", 0o755),
+    "haproxy-health.service": ("etc/systemd/system/chaoslab-haproxy-health.service", 0o644),
+}
+TRACK_FILE = "run/chaoslab/haproxy-health"
+HEALTH_URI = "/health"
 RUNTIME_DIRS = ("run/chaoslab", "var/log/chaoslab")
 
 
@@ -60,14 +68,34 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 def profile_settings(topology: dict, profile: str) -> dict:
-    """The settings of a profile: the topology's settings with the profile's overrides."""
+    """The settings of a profile: the topology's settings with the profile's overrides.
+
+    A track section that names another mechanism than the default's replaces it
+    whole: the settings of one mechanism mean nothing to another."""
     profiles = topology["profiles"]
     if profile not in profiles:
         raise ValueError(
             f"unknown profile {profile!r}; known profiles: {', '.join(sorted(profiles))}"
         )
     overrides = {k: v for k, v in profiles[profile].items() if k != "description"}
-    return deep_merge(topology["settings"], overrides)
+    settings = deep_merge(topology["settings"], overrides)
+    track = overrides.get("track", {})
+    if track.get("mechanism", settings["track"]["mechanism"]) != topology["settings"]["track"]["mechanism"]:
+        settings["track"] = copy.deepcopy(track)
+    return settings
+
+
+def tracks_file(settings: dict) -> bool:
+    """True when Keepalived tracks HAProxy through a file that a checker keeps up to date."""
+    return settings["track"]["mechanism"] == "file"
+
+
+def node_files(role: str, settings: dict) -> dict[str, tuple[str, int]]:
+    """template -> (path under root, mode) of every file a node of this role gets under these settings."""
+    files = dict(ROLE_FILES[role])
+    if role == "loadbalancer" and tracks_file(settings):
+        files.update(CHECKER_FILES)
+    return files
 
 
 def find_node(topology: dict, name: str) -> dict:
@@ -120,14 +148,19 @@ def _seconds(value: float) -> str:
 
 
 def _track_block(settings: dict, root: str) -> tuple[str, str]:
-    """The keepalived definition of the HAProxy check and its reference in the instance."""
+    """The keepalived definition of the HAProxy check and its reference in the instance.
+
+    A track file with weight 0: a non-zero value puts the instance in FAULT. Until
+    the checker has judged, the file says 1 (failed): a node whose checker does not
+    run never takes the VIP. No "overwrite": a Keepalived (re)start keeps the
+    checker's current verdict."""
     track = settings["track"]
-    if track["mechanism"] == "file":
+    if tracks_file(settings):
         definition = (
-            "vrrp_track_file chk_haproxy {\n"
-            f"    file \"{root}/run/chaoslab/haproxy-health\"\n"
+            "track_file chk_haproxy {\n"
+            f"    file \"{root}/{TRACK_FILE}\"\n"
             "    weight 0\n"
-            "    init_file 0 overwrite\n"
+            "    init_file 1\n"
             "}\n"
         )
         return definition, "    track_file {\n        chk_haproxy\n    }"
@@ -140,6 +173,56 @@ def _track_block(settings: dict, root: str) -> tuple[str, str]:
         "}\n"
     )
     return definition, "    track_script {\n        chk_haproxy\n    }"
+
+
+def _garp_lines(vrrp: dict) -> str:
+    """Keepalived's gratuitous ARP settings; a periodic refresh only where the profile asks for one."""
+    lines = [f"    vrrp_garp_master_delay {vrrp['garp_master_delay']}"]
+    if vrrp.get("garp_master_refresh"):
+        lines.append(f"    vrrp_garp_master_refresh {vrrp['garp_master_refresh']}")
+    return "\n".join(lines)
+
+
+def _retry_policy(haproxy: dict) -> str:
+    """When HAProxy retries a request on the other web server.
+
+    redispatch false: never; true: HAProxy's default, on the last retry; N: on
+    every Nth retry. retry_on, where set: the failures retried besides a failed
+    connection ("empty-response": a server that died with the request in hand)."""
+    redispatch = haproxy["redispatch"]
+    if isinstance(redispatch, bool):
+        lines = ["    option redispatch" if redispatch else "    no option redispatch"]
+    else:
+        lines = [f"    option redispatch {redispatch}"]
+    if haproxy.get("retry_on"):
+        lines.append(f"    retry-on {haproxy['retry_on']}")
+    return "\n".join(lines)
+
+
+def _health_frontend(settings: dict) -> str:
+    """The frontend the checker asks, on the loopback only; nothing without a checker."""
+    if not tracks_file(settings):
+        return ""
+    return (
+        "\n\nfrontend health\n"
+        f"    bind 127.0.0.1:{settings['track']['health_port']}\n"
+        f"    monitor-uri {HEALTH_URI}"
+    )
+
+
+def _checker_context(settings: dict, root: str) -> dict:
+    """The values the checker and its unit use."""
+    track = settings["track"]
+    return {
+        "track_file": f"{root}/{TRACK_FILE}",
+        "pid_file": f"{root}/run/haproxy-health.pid",
+        "health_port": str(track["health_port"]),
+        "health_uri": HEALTH_URI,
+        "check_interval_ms": str(track["check_interval_ms"]),
+        "timeout_ms": str(track["timeout_ms"]),
+        "fall": str(track["fall"]),
+        "rise": str(track["rise"]),
+    }
 
 
 def node_context(
@@ -186,7 +269,7 @@ def node_context(
         {
             "vrrp_version": str(vrrp["version"]),
             "advert_int": _seconds(vrrp["advert_int"]),
-            "garp_master_delay": str(vrrp["garp_master_delay"]),
+            "garp": _garp_lines(vrrp),
             "instance": topology["vrrp"]["instance"],
             "virtual_router_id": str(topology["vrrp"]["virtual_router_id"]),
             "state": node["vrrp"]["state"],
@@ -206,26 +289,37 @@ def node_context(
             "timeout_client_ms": str(haproxy["timeout_client_ms"]),
             "timeout_server_ms": str(haproxy["timeout_server_ms"]),
             "retries": str(haproxy["retries"]),
-            "redispatch": "    option redispatch" if haproxy["redispatch"] else "    no option redispatch",
+            "retry_policy": _retry_policy(haproxy),
+            "health_frontend": _health_frontend(settings),
             "servers": "\n".join(
                 f"    server {server['name']} {address_on(server, 'private')}:{vip['port']} check"
                 for server in servers
             ),
         }
     )
+    if tracks_file(settings):
+        context.update(_checker_context(settings, root))
     return context
 
 
 def render_node(
     topology: dict, node_name: str, profile: str, root: Path, password: str, vip_interface: str | None = None
 ) -> list[Path]:
-    """Write the node's files under root; return the paths written."""
+    """Write the node's files under root; return the paths written.
+
+    A checker file that the profile does not use (a machine that switched from a
+    file-tracking profile) is removed, so that nothing stale is left to run."""
     node = find_node(topology, node_name)
     context = node_context(topology, node_name, profile, str(root), password, vip_interface)
+    files = node_files(node["role"], profile_settings(topology, profile))
     for directory in RUNTIME_DIRS:
         (root / directory).mkdir(parents=True, exist_ok=True)
+    used = {relative for relative, _ in files.values()}
+    for relative, _ in CHECKER_FILES.values():
+        if relative not in used:
+            (root / relative).unlink(missing_ok=True)
     written = []
-    for template_name, (relative, mode) in ROLE_FILES[node["role"]].items():
+    for template_name, (relative, mode) in files.items():
         text = Template((TEMPLATE_DIR / template_name).read_text(encoding="utf-8")).substitute(context)
         target = root / relative
         target.parent.mkdir(parents=True, exist_ok=True)

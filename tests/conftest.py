@@ -19,12 +19,16 @@ def cli():
 
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_behind() -> Iterator[None]:
-    """Fails the session if any test left a namespace, a daemon or a state file."""
+    """Fails the session if any test left a namespace, a daemon or a state file. What existed
+    before the session (another session's lab) is neither blamed nor removed."""
+    before = lab_leftovers()
     yield
-    leftovers = lab_leftovers()
+    leftovers = {kind: [item for item in items if item not in before[kind]] for kind, items in lab_leftovers().items()}
     if any(leftovers.values()):
+        text = str(leftovers)
         for prefix in TEST_PREFIXES:  # clean up for the next run, then fail loudly
-            Lab(LabSettings(prefix=prefix)).down()
+            if f"{prefix}-" in text or f"/{prefix}" in text:
+                Lab(LabSettings(prefix=prefix)).down()
         pytest.fail(f"the test session left lab resources behind: {leftovers}")
 
 

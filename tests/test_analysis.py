@@ -213,19 +213,20 @@ def test_phases_relative_to_the_injection(summary):
 def test_within_theory_and_verdict(summary):
     assert summary["theory"]["scenario"] == "haproxy-stop"
     assert summary["theory"]["low"] == 2.0
-    assert summary["theory"]["high"] == pytest.approx(5.21875)
+    assert summary["theory"]["high"] == pytest.approx(4.609375)
     assert summary["within_theory"] is True
     assert summary["verdict"] == "valid"
 
 
 def test_downtime_outside_the_theory_window_is_reported():
-    prediction = expected_outage("halt-master", SEED_SETTINGS, backup_priority=100)  # 5.22 .. 7.22 s
+    prediction = expected_outage("halt-master", SEED_SETTINGS, backup_priority=100)  # 4.61 .. 6.61 s
     result = summarize(reference_samples(), reference_events(), INTERVAL, prediction)
     assert result["within_theory"] is False
 
 
 def test_tolerance_is_the_larger_of_two_intervals_and_ten_percent():
-    prediction = expected_outage("haproxy-stop", SEED_SETTINGS, backup_priority=100)  # 2.0 .. 5.219 s
+    scaled_skew = {**SEED_SETTINGS, "vrrp": {**SEED_SETTINGS["vrrp"], "version": 3}}
+    prediction = expected_outage("haproxy-stop", scaled_skew, backup_priority=100)  # 2.0 .. 5.219 s
     samples = reference_samples()
     events = reference_events()
     # a 1.5 s outage: 2.0 - 10 % of 5.219 = 1.478 <= 1.5 -> within
@@ -370,12 +371,13 @@ def test_skew_time():
     assert skew_time(2, 100) == pytest.approx(1.21875)
     assert skew_time(1, 100) == pytest.approx(0.609375)
     assert skew_time(1, 103) == pytest.approx(0.59765625)
+    assert skew_time(2, 100, version=2) == pytest.approx(0.609375)  # RFC 3768: seconds, whatever the advert
 
 
 def test_halt_master_window_and_formula():
     prediction = expected_outage("halt-master", SEED_SETTINGS, backup_priority=100)
-    assert (prediction.low, prediction.high) == pytest.approx((5.21875, 7.21875))
-    assert "3 x 2 s + (256-100) x 2/256 s = 7.22 s" in prediction.formula
+    assert (prediction.low, prediction.high) == pytest.approx((4.609375, 6.609375))
+    assert "3 x 2 s + (256-100)/256 s = 6.61 s" in prediction.formula
 
 
 def test_sub_second_adverts_under_vrrp_version_3():
@@ -388,17 +390,17 @@ def test_sub_second_adverts_under_vrrp_version_3():
 def test_a_crashed_keepalived_leaves_the_vip_serving():
     prediction = expected_outage("keepalived-crash", SEED_SETTINGS, backup_priority=100)
     assert (prediction.low, prediction.high) == (0.0, 0.0)
-    assert "7.22 s" in prediction.formula and "two nodes hold it" in prediction.formula
+    assert "6.61 s" in prediction.formula and "two nodes hold it" in prediction.formula
 
 
 def test_graceful_stop_costs_the_skew_time():
     prediction = expected_outage("keepalived-stop", SEED_SETTINGS, backup_priority=100)
-    assert (prediction.low, prediction.high) == (0.0, pytest.approx(1.21875))
+    assert (prediction.low, prediction.high) == (0.0, pytest.approx(0.609375))
 
 
 def test_dead_haproxy_adds_the_track_check():
     prediction = expected_outage("haproxy-kill", SEED_SETTINGS, backup_priority=100)
-    assert (prediction.low, prediction.high) == (2.0, pytest.approx(4 + 1.21875))
+    assert (prediction.low, prediction.high) == (2.0, pytest.approx(4 + 0.609375))
 
 
 def test_track_file_mechanism_uses_milliseconds():

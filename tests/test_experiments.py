@@ -22,6 +22,7 @@ CHAOS = str(Path(sys.executable).parent / "chaos")
 # experiment -> (journal status, deviated): deviation is expected where the experiment finds a weakness
 EXPECTED = {
     "failover": ("completed", False),
+    "haproxy-crash": ("completed", False),
     "halt-master": ("completed", False),
     "backend-down": ("completed", False),
     "keepalived-stop": ("completed", False),

@@ -340,6 +340,19 @@ def test_keepalived_accepts_the_rendered_config(node: str, tmp_path: Path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("profile", sorted(TOPOLOGY["profiles"]))
+@pytest.mark.parametrize("node", LOADBALANCERS)
+def test_every_profile_renders_configs_the_daemons_accept(node: str, profile: str, tmp_path: Path):
+    haproxy, keepalived = tool("haproxy"), tool("keepalived")
+    result = run("python3", str(PROVISION_DIR / "render.py"), "--node", node, "--profile", profile,
+                 "--root", str(tmp_path), "--vip-interface", host_interface())
+    assert result.returncode == 0, result.stderr
+    result = run(haproxy, "-c", "-f", str(tmp_path / "etc/haproxy/haproxy.cfg"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = run(keepalived, "--config-test", "-f", str(tmp_path / "etc/keepalived/keepalived.conf"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("node", WEBSERVERS)
 def test_apache_accepts_the_rendered_lab_config(node: str, tmp_path: Path):
     apache2 = tool("apache2")

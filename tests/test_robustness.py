@@ -172,3 +172,31 @@ def test_two_labs_side_by_side(victim_lab: Lab, shared_lab: Lab):
     finally:
         victim_lab.node("httpd-1").start_service("httpd")
     victim_lab.wait_ready()
+
+
+def test_the_vrrp_password_comes_from_the_environment_and_is_never_logged(tmp_path: Path):
+    password = "Zq7wX2pK"
+    process = subprocess.run(
+        [CHAOS, "--log-file", str(tmp_path / "chaos.log"), "run", "--journal-path", str(tmp_path / "journal.json"),
+         FAILOVER], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "CHAOSLAB_PREFIX": "ctother", "CHAOSLAB_RESULTS": str(tmp_path),
+             "CHAOSLAB_VRRP_PASSWORD": password},
+    )
+    assert json.loads((tmp_path / "journal.json").read_text())["status"] == "completed", process.stdout[-2000:]
+    written = [path for path in tmp_path.rglob("*") if path.is_file() and path.suffix != ".png"]
+    assert written and not [path for path in written if password in path.read_text(errors="replace")]
+    assert password not in process.stdout + process.stderr
+
+
+def test_the_vrrp_password_is_rendered_for_keepalived_only(tmp_path: Path):
+    root = tmp_path / "haproxy-1"
+    subprocess.run(["bash", str(PROJECT_DIR / "provision" / "configure.sh"), "--node", "haproxy-1", "--root",
+                    str(root)], check=True, capture_output=True, env={**os.environ, "CHAOSLAB_VRRP_PASSWORD": "pw4lab"})
+    config = root / "etc" / "keepalived" / "keepalived.conf"
+    assert "auth_pass pw4lab" in config.read_text()
+    assert config.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_password_vrrp_cannot_carry_is_refused():
+    line = chaoslab_command("lab", "up", "--prefix", "ctnone", env={"CHAOSLAB_VRRP_PASSWORD": "much too long"}).stderr
+    assert "the VRRP password must be 1 to 8 printable characters" in line

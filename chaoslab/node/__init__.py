@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from chaoslab.commands import CommandResult
 from chaoslab.errors import ChaoslabError
-from chaoslab.topology import NodeSpec, Topology
+from chaoslab.topology import NodeSpec, Profile, Topology
 
 VRRP_STATE_LOG = "run/chaoslab/vrrp-state.log"
 VRRP_STATES = ("MASTER", "BACKUP", "FAULT", "STOP")
@@ -39,9 +39,15 @@ def parse_signal(value: str | int) -> signals.Signals:
 class Node(ABC):
     """One machine of the lab: a load balancer or a web server."""
 
-    def __init__(self, spec: NodeSpec, topology: Topology):
+    def __init__(self, spec: NodeSpec, topology: Topology, profile: Profile):
         self.spec = spec
         self.topology = topology
+        self.profile = profile
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """The services this node runs under the lab's profile."""
+        return self.profile.services(self.spec)
 
     @property
     def name(self) -> str:
@@ -107,8 +113,8 @@ class Node(ABC):
     # -- built on the primitives ----------------------------------------
 
     def check_service(self, service: str) -> str:
-        if service not in self.spec.services:
-            runs = ", ".join(self.spec.services)
+        if service not in self.services:
+            runs = ", ".join(self.services)
             raise ChaoslabError(f"node {self.name} runs no service {service!r}; it runs: {runs}")
         return service
 
@@ -123,7 +129,7 @@ class Node(ABC):
         return bool(self.service_pids(self.check_service(service)))
 
     def running_services(self) -> list[str]:
-        return [service for service in self.spec.services if self.service_pids(service)]
+        return [service for service in self.services if self.service_pids(service)]
 
     def kill_service(self, service: str, signal: str | int = "SIGKILL") -> list[int]:
         """Signal every process of the service; fail if none runs."""
@@ -149,14 +155,18 @@ class Node(ABC):
         return self.topology.vip in self.addresses(self.topology.vip_interface)
 
     def vrrp_state(self) -> str:
-        """MASTER, BACKUP or FAULT from Keepalived's last notification; STOPPED if it does not run."""
+        """MASTER, BACKUP or FAULT from Keepalived's latest notification; STOPPED if it does not run.
+
+        Latest by the time stamp each line carries, not by its place in the file: each
+        notification is a process of its own, and two transitions a few adverts apart
+        (0.1 s each in a fast profile) can append their lines in the wrong order."""
         if self.spec.role != "loadbalancer":
             raise ChaoslabError(f"node {self.name} is a {self.spec.role}: it runs no VRRP")
         if not self.service_pids("keepalived"):
             return "STOPPED"
         log = self.read_file(VRRP_STATE_LOG) or ""
-        lines = log.strip().splitlines()
-        return lines[-1].split()[1] if lines else "INIT"
+        lines = [line.split() for line in log.strip().splitlines()]
+        return max(lines, key=lambda fields: float(fields[0]))[1] if lines else "INIT"
 
     def degrade_link(self, interface: str, delay_ms: float = 0, loss_percent: float = 0) -> str:
         """Delay and/or drop the node's outgoing packets on an interface.

@@ -28,11 +28,12 @@ class Provider(ABC):
 
     name: str
 
-    def __init__(self, topology: Topology, profile: Profile, prefix: str, state_dir: Path):
+    def __init__(self, topology: Topology, profile: Profile, prefix: str, state_dir: Path, vrrp_password: str):
         self.topology = topology
         self.profile = profile
         self.prefix = prefix
         self.state_dir = state_dir
+        self.vrrp_password = vrrp_password
 
     @abstractmethod
     def up(self) -> list[str]:

@@ -3,10 +3,11 @@
 Each node is a namespace named <prefix>-<node>, linked by veth pairs to Linux
 bridges (one per network) inside a namespace of their own, <prefix>-switch;
 the client that measures the VIP is <prefix>-client. Real haproxy, keepalived
-and apache2 run inside, each with its config, pid and log files under the
-node's root directory in the lab's state directory; the configs are rendered
-by provision/configure.sh, the step a VM runs. Nothing is added to the root
-namespace, and `down` finds the lab from what the system shows.
+and apache2 run inside (and, where the profile's Keepalived tracks a file, the
+HAProxy health checker that writes it), each with its config, pid and log
+files under the node's root directory in the lab's state directory; the
+configs are rendered by provision/configure.sh, the step a VM runs. Nothing is
+added to the root namespace, and `down` finds the lab from what the system shows.
 """
 
 from __future__ import annotations
@@ -41,8 +42,12 @@ SERVICES = {
     "httpd": ("apache2", "run/apache2.pid"),
     "haproxy": ("haproxy", "run/haproxy.pid"),
     "keepalived": ("keepalived", "run/keepalived.pid"),
+    "haproxy-health": ("haproxy-health", "run/haproxy-health.pid"),
 }
-START_ORDER = ("httpd", "haproxy", "keepalived")
+# the pid files a daemon's children write besides its own: Keepalived's VRRP and checker processes
+CHILD_PID_FILES = {"keepalived": ("run/keepalived-vrrp.pid", "run/keepalived-checkers.pid")}
+# the checker before Keepalived, which reads the file the checker writes
+START_ORDER = ("httpd", "haproxy", "haproxy-health", "keepalived")
 WAIT_STEP = 0.01
 
 
@@ -106,6 +111,27 @@ def signal_pids(pids: Sequence[int], signal: signals.Signals) -> list[int]:
     return signalled
 
 
+def kill_at_once(pids_of: Callable[[], list[int]]) -> list[int]:
+    """SIGKILL a group of processes as one: stop them all first (and whatever they forked
+    meanwhile), then kill them, then wait until they are gone.
+
+    Killed one after the other, a Keepalived child whose parent died first gets its
+    parent-death signal, SIGTERM, and may say goodbye before its own SIGKILL lands: a
+    priority-0 advert that turns a crash into a graceful stop."""
+    stopped: list[int] = []
+    while fresh := [pid for pid in pids_of() if pid not in stopped]:
+        stopped += signal_pids(fresh, signals.SIGSTOP)
+        wait_stopped(stopped, timeout=1)
+    killed = signal_pids(stopped, signals.SIGKILL)
+    wait_gone(killed, timeout=5)
+    return killed
+
+
+def wait_stopped(pids: Sequence[int], timeout: float) -> bool:
+    """Wait until the processes are stopped (or dead)."""
+    return wait_until(lambda: all(process_state(pid) in (None, "T", "t", "Z") for pid in pids), timeout)
+
+
 def wait_gone(pids: Sequence[int], timeout: float) -> bool:
     """Wait until the processes are dead. A zombie counts as dead: this machine's
     init may take a second to reap it, and stale pid files are removed before a start."""
@@ -149,7 +175,7 @@ def call_in_namespace(namespace: str, function: Callable[[], T]) -> T:
 
 class NetnsNode(Node):
     def __init__(self, spec: NodeSpec, topology: Topology, provider: NetnsProvider):
-        super().__init__(spec, topology)
+        super().__init__(spec, topology, provider.profile)
         self.provider = provider
         self.namespace = provider.namespace(spec.name)
         self.root = provider.node_root(spec.name)
@@ -179,7 +205,12 @@ class NetnsNode(Node):
         return pid if pid in self.service_pids(service) else None
 
     def signal_service(self, service: str, signal: signals.Signals) -> list[int]:
-        return signal_pids(self.service_pids(service), signal)
+        if signal == signals.SIGKILL:  # a crash of the whole service, not one process after the other
+            return kill_at_once(lambda: self.service_pids(service))
+        signalled = signal_pids(self.service_pids(service), signal)
+        if signal == signals.SIGSTOP:  # frozen when this returns, as a crash is over when kill_at_once returns
+            wait_stopped(signalled, timeout=1)
+        return signalled
 
     def is_service_frozen(self, service: str) -> bool:
         return any(process_state(pid) == "T" for pid in self.service_pids(self.check_service(service)))
@@ -190,31 +221,38 @@ class NetnsNode(Node):
             raise ChaoslabError(f"{self.name} is halted; boot it before starting {service}")
         if self.main_pid(service):
             return
-        # a pid file left by a crash names no live process of ours: a daemon must not trust it
-        (self.root / SERVICES[service][1]).unlink(missing_ok=True)
+        # pid files left by a crash name no live process of ours (or a zombie not yet reaped,
+        # which Keepalived takes for itself still running): a daemon must not trust them
+        for pid_file in (SERVICES[service][1], *CHILD_PID_FILES.get(service, ())):
+            (self.root / pid_file).unlink(missing_ok=True)
         if service == "httpd":
             self.run(["apache2", "-f", str(self.root / "etc/chaoslab/httpd-lab.conf"), "-k", "start"], check=True)
         elif service == "haproxy":
             self.run(["haproxy", "-D", "-f", str(self.root / "etc/haproxy/haproxy.cfg")], check=True)
+        elif service == "haproxy-health":
+            self._start_detached([str(self.root / "etc/keepalived/chaoslab/haproxy-health")], service)
         else:
-            self._start_keepalived()
+            vrrp_pid, checkers_pid = CHILD_PID_FILES["keepalived"]
+            self._start_detached(
+                ["keepalived", "--dont-fork", "--log-console", "--log-detail", "--vrrp",
+                 "--use-file", str(self.root / "etc/keepalived/keepalived.conf"),
+                 "--pid", str(self.root / SERVICES["keepalived"][1]),
+                 "--vrrp_pid", str(self.root / vrrp_pid),
+                 "--checkers_pid", str(self.root / checkers_pid)],
+                service,
+            )
         if not wait_until(lambda: self.main_pid(service) is not None, timeout=10):
             raise ChaoslabError(
                 f"{service} did not start on {self.name}; see the logs under {self.root / 'var/log/chaoslab'}"
             )
 
-    def _start_keepalived(self) -> None:
-        run_dir = self.root / "run"
-        log = self.root / "var/log/chaoslab/keepalived.log"
+    def _start_detached(self, argv: Sequence[str], service: str) -> None:
+        """Start a foreground daemon in the namespace, its output in var/log/chaoslab/<service>.log."""
+        log = self.root / f"var/log/chaoslab/{service}.log"
         with open(log, "ab") as output:
-            # setsid --fork: keepalived is nobody's child here and survives this process
+            # setsid --fork: the daemon is nobody's child here and survives this process
             subprocess.run(
-                ["ip", "netns", "exec", self.namespace, "setsid", "--fork",
-                 "keepalived", "--dont-fork", "--log-console", "--log-detail", "--vrrp",
-                 "--use-file", str(self.root / "etc/keepalived/keepalived.conf"),
-                 "--pid", str(run_dir / "keepalived.pid"),
-                 "--vrrp_pid", str(run_dir / "keepalived-vrrp.pid"),
-                 "--checkers_pid", str(run_dir / "keepalived-checkers.pid")],
+                ["ip", "netns", "exec", self.namespace, "setsid", "--fork", *argv],
                 stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, check=True,
             )
 
@@ -229,7 +267,7 @@ class NetnsNode(Node):
             wait_gone(signal_pids(self.service_pids(service), signals.SIGKILL), timeout=2)
 
     def halt(self) -> None:
-        wait_gone(signal_pids(namespace_pids(self.namespace), signals.SIGKILL), timeout=5)
+        kill_at_once(lambda: namespace_pids(self.namespace))
         for pid_file in (self.root / "run").glob("*.pid"):  # /run is lost with the RAM
             pid_file.unlink()
         for interface in self.spec.interfaces:
@@ -244,7 +282,7 @@ class NetnsNode(Node):
             run(["ip", "-n", self.namespace, "link", "set", interface.name, "up"], check=True)
         self.unblock_vrrp()
         for service in START_ORDER:
-            if service in self.spec.services:
+            if service in self.services:
                 self.start_service(service)
 
     def is_halted(self) -> bool:
@@ -318,7 +356,7 @@ class NetnsProvider(Provider):
             self._write_info()
             for service in START_ORDER:
                 for spec in self.topology.nodes:
-                    if service in spec.services:
+                    if service in self.profile.services(spec):
                         self.node(spec.name).start_service(service)
         except BaseException:
             self.down()
@@ -355,7 +393,7 @@ class NetnsProvider(Provider):
 
     def _configure_nodes(self) -> None:
         """Render every node's files with the provisioners' own configure step."""
-        environment = {**os.environ, "CHAOSLAB_VRRP_PASSWORD": self.vrrp_password()}
+        environment = {**os.environ, "CHAOSLAB_VRRP_PASSWORD": self.vrrp_password}
         steps = [
             subprocess.Popen(
                 ["bash", str(PROVISION_DIR / "configure.sh"), "--node", spec.name,
@@ -368,9 +406,6 @@ class NetnsProvider(Provider):
             _, errors = step.communicate(timeout=60)
             if step.returncode != 0:
                 raise ChaoslabError(f"configuring {spec.name} failed: {errors.strip()}")
-
-    def vrrp_password(self) -> str:
-        return os.environ.get("CHAOSLAB_VRRP_PASSWORD", "chaoslab")
 
     def _write_info(self) -> None:
         info = {"provider": self.name, "prefix": self.prefix, "profile": self.profile.name, "created": time.time()}

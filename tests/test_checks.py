@@ -1,0 +1,79 @@
+"""Experiments are checked before a run: broken JSON and names this topology does not have, one line each."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chaoslab.checks import check_experiment
+from chaoslab.paths import PROJECT_DIR
+from chaoslab.topology import Topology
+from tests.helpers import chaoslab_command
+
+EXPERIMENTS = sorted((PROJECT_DIR / "experiments").glob("*.json"))
+FAILOVER = json.loads((PROJECT_DIR / "experiments" / "failover.json").read_text())
+
+
+def with_action(**arguments) -> dict:
+    experiment = json.loads(json.dumps(FAILOVER))
+    experiment["method"][1]["provider"]["arguments"].update(arguments)
+    return experiment
+
+
+def test_the_shipped_experiments_pass():
+    result = chaoslab_command("check", *map(str, EXPERIMENTS))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("ok: ") == len(EXPERIMENTS)
+
+
+def test_malformed_json_names_line_and_column(tmp_path: Path):
+    path = tmp_path / "broken.json"
+    path.write_text('{"title": "x",\n  "method": [\n')
+    result = chaoslab_command("check", str(path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"chaoslab: {path}: not valid JSON: Expecting value at line 3 column 1"
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"node": "web-9"}, "unknown node 'web-9'; known nodes: haproxy-1, haproxy-2, httpd-1, httpd-2, vrrp-master, "
+                        "vrrp-backup"),
+    ({"service": "nginx"}, "unknown service 'nginx'; known services: haproxy, httpd, keepalived"),
+    ({"nodee": "haproxy-1"}, "unknown argument 'nodee'; it takes: service, node"),
+])
+def test_names_the_topology_does_not_have(arguments, message):
+    problems = check_experiment(with_action(**arguments), Topology.load())
+    assert len(problems) == 1 and message in problems[0], problems
+
+
+def test_unknown_signal_interface_and_profile():
+    experiment = json.loads((PROJECT_DIR / "experiments" / "keepalived-crash.json").read_text())
+    experiment["method"][1]["provider"]["arguments"]["signal"] = "SIGFOO"
+    experiment["configuration"]["chaoslab_profile"] = "turbo"
+    experiment["method"].append({"type": "action", "name": "cut", "provider": {
+        "type": "python", "module": "chaoslab.network.actions", "func": "link_down",
+        "arguments": {"node": "httpd-1", "interface": "eth7"}}})
+    problems = check_experiment(experiment, Topology.load())
+    assert any("unknown signal 'SIGFOO'" in problem for problem in problems)
+    assert any("unknown profile 'turbo'; known profiles:" in problem for problem in problems)
+    assert any("node httpd-1 has no interface 'eth7'; its interfaces: eth1" in problem for problem in problems)
+
+
+def test_chaos_run_refuses_a_bad_experiment_before_touching_any_lab(tmp_path: Path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(with_action(node="web-9")))
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "chaos"), "run", "--journal-path", str(tmp_path / "journal.json"), str(path)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={**os.environ, "CHAOSLAB_PREFIX": "ctother", "CHAOSLAB_RESULTS": str(tmp_path)},
+    )
+    assert "chaoslab could not prepare the lab: activity 'stop-haproxy-on-master'" in result.stdout + result.stderr
+    assert "unknown node 'web-9'" in result.stdout + result.stderr
+    assert json.loads((tmp_path / "journal.json").read_text())["status"] == "interrupted"
+    assert not Path("/run/netns/ctother-haproxy-1").exists()
