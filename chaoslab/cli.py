@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from chaoslab import history, schedule
@@ -23,7 +24,8 @@ Handler = Callable[[argparse.Namespace], int]
 
 def lab_from(args: argparse.Namespace) -> Lab:
     defaults = LabSettings.resolve()
-    return Lab(LabSettings(
+    return Lab(replace(
+        defaults,
         provider=args.provider or defaults.provider,
         profile=getattr(args, "profile", None) or defaults.profile,
         prefix=args.prefix or defaults.prefix,

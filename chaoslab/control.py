@@ -27,7 +27,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets
 
 from chaoslab import analysis, history, safeguard, sampler, theory
@@ -43,6 +42,7 @@ SAMPLER_INTERVAL = 0.01
 SAMPLER_TIMEOUT = 1.0
 SAMPLER_MAX_DURATION = 900.0
 SETTLE_AFTER = 0.5
+NO_ROLLBACKS = 30  # chaoslib.exit: SystemExit(30) ends a run without its rollbacks
 
 
 @dataclass
@@ -102,7 +102,10 @@ def before_experiment_control(context: Experiment, configuration: Configuration 
     except ChaoslabError as error:
         finish(None)
         resources.close()
-        raise InterruptExecution(f"chaoslab could not prepare the lab: {error}") from error
+        logger.error(f"chaoslab could not prepare the lab: {error}")
+        # exit code 30 tells Chaos Toolkit to skip the rollbacks: nothing was injected, and the
+        # lab may be another run's (a busy lab), whose faults are not ours to undo
+        raise SystemExit(NO_ROLLBACKS) from error
     except BaseException:
         finish(None)
         resources.close()

@@ -14,7 +14,7 @@ from chaoslab.lab import Lab, LabSettings
 from chaoslab.paths import PROJECT_DIR, STATE_ROOT
 
 SHARED_PREFIX = "ctshared"
-TEST_PREFIXES = ("ctshared", "ctfresh", "ctkill", "ctkillup", "ctkilled", "ctexp", "ctother", "ctsched", "ctsafe",
+TEST_PREFIXES = ("ctnone", "ctshared", "ctfresh", "ctkill", "ctkillup", "ctkilled", "ctexp", "ctother", "ctsched", "ctsafe",
                  "ctfast")
 LAB_PROCESSES = ("haproxy", "keepalived", "apache2", "haproxy-health")
 VENV_BIN = Path(sys.executable).parent
