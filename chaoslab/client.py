@@ -10,8 +10,6 @@ import requests
 
 from chaoslab.topology import Topology
 
-ERROR_KINDS = ("refused", "timeout", "reset", "unreachable", "http", "other")
-
 
 @dataclass(frozen=True)
 class Outcome:

@@ -19,7 +19,8 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 EXPERIMENTS = PROJECT_DIR / "experiments"
 CHAOS = str(Path(sys.executable).parent / "chaos")
-# experiment -> (journal status, deviated): deviation is expected where the experiment finds a weakness
+# experiment -> (journal status, deviated): deviation is expected where the experiment finds a weakness;
+# None where chance decides it
 EXPECTED = {
     "failover": ("completed", False),
     "haproxy-crash": ("completed", False),
@@ -30,7 +31,7 @@ EXPECTED = {
     "frozen-haproxy": ("completed", True),  # a pid check cannot see a frozen HAProxy
     "failback": ("completed", False),
     "split-brain": ("completed", True),  # two masters, caught by the single-holder probe
-    "slow-link": ("completed", True),  # clients see failures on a lossy link
+    "slow-link": ("completed", None),  # clients see failures; lost adverts may also move the VIP (then no deviation)
 }
 
 
@@ -78,13 +79,17 @@ def test_experiment_runs_for_real(experiment: str, experiment_lab: Lab, tmp_path
     result = chaos_run(experiment, "ctexp", tmp_path)
     assert result.returncode in (0, 1), result.stderr[-2000:]
     journal = json.loads((tmp_path / f"{experiment}-journal.json").read_text())
-    assert (journal["status"], journal["deviated"]) == EXPECTED[experiment], (tmp_path / f"{experiment}.log").read_text()[-3000:]
+    status, deviated = EXPECTED[experiment]
+    assert journal["status"] == status and deviated in (None, journal["deviated"]), \
+        (tmp_path / f"{experiment}.log").read_text()[-3000:]
     folder = run_folder(tmp_path)
     assert json.loads((folder / "journal.json").read_text())["status"] == journal["status"]
     summary = check_summary_against_samples(folder)
     assert summary["run"]["lab_recovered"] is True
     assert experiment_lab.wait_ready(timeout=5) < 5
     assert experiment_lab.vip_holders() == ["haproxy-1"]
+    if experiment == "slow-link":
+        assert summary["failed"] > 0
     if experiment in ("failover", "halt-master", "keepalived-stop"):
         assert summary["downtime"] > 0 and summary["within_theory"] is True
         assert summary["vip_holder_before"] == ["haproxy-1"]

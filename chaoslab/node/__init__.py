@@ -18,7 +18,6 @@ from chaoslab.errors import ChaoslabError
 from chaoslab.topology import NodeSpec, Profile, Topology
 
 VRRP_STATE_LOG = "run/chaoslab/vrrp-state.log"
-VRRP_STATES = ("MASTER", "BACKUP", "FAULT", "STOP")
 DEGRADE_CHAIN = "CHAOSLAB-DEGRADE"
 PARTITION_CHAIN = "CHAOSLAB-PARTITION"
 
