@@ -40,6 +40,14 @@ def load_experiment(path: Path) -> dict:
     return experiment
 
 
+def file_problems(path: Path, topology: Topology) -> list[str]:
+    """Every problem of an experiment file, unreadable or broken JSON included."""
+    try:
+        return check_experiment(load_experiment(path), topology)
+    except ChaoslabError as error:
+        return [str(error)]
+
+
 def activities(experiment: dict) -> Iterator[dict]:
     hypothesis = experiment.get("steady-state-hypothesis") or {}
     for section in (hypothesis.get("probes") or [], experiment.get("method") or [], experiment.get("rollbacks") or []):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from chaoslab import history, schedule
 from chaoslab.bench import bench_failover, bench_lab, bench_matrix, bench_sampler
-from chaoslab.checks import check_experiment, load_experiment
+from chaoslab.checks import file_problems
 from chaoslab.errors import ChaoslabError
 from chaoslab.lab import SELECTORS, Lab, LabSettings
 from chaoslab.matrix import MATRIX_PREFIX, PROFILES, SCENARIOS
@@ -230,15 +230,12 @@ def check_experiments(args: argparse.Namespace) -> int:
     topology = Topology.load()
     failed = False
     for path in args.experiments:
-        try:
-            problems = check_experiment(load_experiment(path), topology)
-        except ChaoslabError as error:
-            problems = [str(error)]
+        problems = file_problems(path, topology)
         for problem in problems:
             print(f"chaoslab: {path}: {problem}", file=sys.stderr)
-        failed = failed or bool(problems)
         if not problems:
             print(f"ok: {path}")
+        failed = failed or bool(problems)
     return 2 if failed else 0
 
 

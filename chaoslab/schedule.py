@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+from chaoslab.checks import file_problems
 from chaoslab.errors import ChaoslabError
 from chaoslab.paths import PROJECT_DIR, results_dir
 from chaoslab.results import SUMMARY
@@ -98,11 +99,16 @@ class Plan:
 def make_plan(experiments: Sequence[str], every: str, count: str | None, profile: str | None) -> Plan:
     """Check what the user asked for; every mistake is one line saying what would be right."""
     paths = []
+    topology = Topology.load()
     for name in experiments:
         path = Path(name).expanduser().resolve()
         if not path.is_file():
             raise ChaoslabError(f"experiment file {name} does not exist; give the path of a JSON experiment, "
                                 "such as experiments/failover.json")
+        problems = file_problems(path, topology)
+        if problems:
+            raise ChaoslabError(f"{name}: {problems[0]}" + (f" (and {len(problems) - 1} more: chaoslab check {name})"
+                                                            if len(problems) > 1 else ""))
         paths.append(path)
     rounds = None
     if count is not None:
@@ -110,7 +116,7 @@ def make_plan(experiments: Sequence[str], every: str, count: str | None, profile
             raise ChaoslabError(f"--count must be a whole number of rounds, at least 1, not {count!r}")
         rounds = int(count)
     if profile is not None:
-        Topology.load().profile(profile)  # an unknown profile names the known ones
+        topology.profile(profile)  # an unknown profile names the known ones
     return Plan(tuple(paths), parse_duration(every), rounds, profile)
 
 

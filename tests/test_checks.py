@@ -77,3 +77,13 @@ def test_chaos_run_refuses_a_bad_experiment_before_touching_any_lab(tmp_path: Pa
     assert "unknown node 'web-9'" in result.stdout + result.stderr
     assert json.loads((tmp_path / "journal.json").read_text())["status"] == "interrupted"
     assert not Path("/run/netns/ctother-haproxy-1").exists()
+
+
+def test_schedule_refuses_a_malformed_experiment_in_one_line(tmp_path: Path):
+    path = tmp_path / "broken.json"
+    path.write_text("{ nope")
+    result = chaoslab_command("schedule", str(path), "--count", "1", "--every", "1s")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"chaoslab: {path}: not valid JSON: Expecting property name enclosed in double quotes at line 1 column 3"
+    ]
