@@ -154,7 +154,7 @@ def finish(journal: Journal | None) -> None:
         try:
             if run.watchdog is not None:
                 run.watchdog.stop()
-            recovered = heal_and_settle(run.lab)
+            recovered = heal_and_settle(run.lab, lab_stays=not run.brought_up)
             stop_instruments(run)
             if journal is not None:
                 write_json(run.folder / JOURNAL, journal)
@@ -188,11 +188,13 @@ def interrupts_deferred() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def heal_and_settle(lab: Lab) -> bool:
+def heal_and_settle(lab: Lab, lab_stays: bool) -> bool:
+    """Heal the lab and wait until the VIP serves in turn again: in the full steady state
+    (the preferred master back) when the lab stays up, from any holder when the run removes it."""
     try:
         for line in lab.heal():
             logger.warning(f"chaoslab: healed at teardown: {line}")
-        lab.wait_ready()
+        lab.wait_ready(any_holder=not lab_stays)
         time.sleep(SETTLE_AFTER)  # a few good samples after the recovery
         return True
     except ChaoslabError as error:

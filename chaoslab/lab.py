@@ -150,14 +150,17 @@ class Lab:
         """The load balancer that holds the VIP in steady state: the highest priority (it preempts)."""
         return max(self.topology.loadbalancers, key=lambda spec: spec.vrrp_priority).name
 
-    def wait_ready(self, timeout: float | None = None) -> float:
+    def wait_ready(self, timeout: float | None = None, any_holder: bool = False) -> float:
         """Wait for the steady state: the preferred master alone holds the VIP, and the
-        VIP answers from every backend in turn."""
+        VIP answers from every backend in turn. With any_holder, whichever single
+        load balancer holds the VIP will do (no wait for a failback)."""
         timeout = timeout or self.ready_timeout()
         started = time.monotonic()
         deadline = started + timeout
         while time.monotonic() < deadline:
-            if self.vip_holders() == [self.preferred_master] and self.alternates(
+            holders = self.vip_holders()
+            holder_ok = len(holders) == 1 if any_holder else holders == [self.preferred_master]
+            if holder_ok and self.alternates(
                 count=len(self.topology.webservers) * 2
             ):
                 return time.monotonic() - started
