@@ -156,16 +156,15 @@ class Node(ABC):
     def vrrp_state(self) -> str:
         """MASTER, BACKUP or FAULT from Keepalived's latest notification; STOPPED if it does not run.
 
-        Latest by the time stamp each line carries, not by its place in the file: each
-        notification is a process of its own, and two transitions a few adverts apart
-        (0.1 s each in a fast profile) can append their lines in the wrong order."""
+        The notifications come through Keepalived's notify FIFO, one reader, in the order
+        of the transitions (provision/templates/vrrp_notify.sh): the last line is the latest."""
         if self.spec.role != "loadbalancer":
             raise ChaoslabError(f"node {self.name} is a {self.spec.role}: it runs no VRRP")
         if not self.service_pids("keepalived"):
             return "STOPPED"
-        log = self.read_file(VRRP_STATE_LOG) or ""
-        lines = [line.split() for line in log.strip().splitlines()]
-        return max(lines, key=lambda fields: float(fields[0]))[1] if lines else "INIT"
+        lines = (self.read_file(VRRP_STATE_LOG) or "").split("\n")
+        fields = next((line.split() for line in reversed(lines) if line.strip()), None)
+        return fields[1] if fields else "INIT"
 
     def degrade_link(self, interface: str, delay_ms: float = 0, loss_percent: float = 0) -> str:
         """Delay and/or drop the node's outgoing packets on an interface.
