@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from chaoslab import history, schedule
+from chaoslab import history, plan, schedule
 from chaoslab.bench import bench_failover, bench_lab, bench_matrix, bench_sampler
 from chaoslab.checks import file_problems
 from chaoslab.errors import ChaoslabError
@@ -29,6 +29,7 @@ def lab_from(args: argparse.Namespace) -> Lab:
         provider=args.provider or defaults.provider,
         profile=getattr(args, "profile", None) or defaults.profile,
         prefix=args.prefix or defaults.prefix,
+        inventory=args.inventory or defaults.inventory,
     ))
 
 
@@ -145,8 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def lab_command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
         sub = lab_commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--provider", help="netns (default; env CHAOSLAB_PROVIDER)")
+        sub.add_argument("--provider", help="netns (default), vagrant or ssh (env CHAOSLAB_PROVIDER)")
         sub.add_argument("--prefix", help="names every namespace of the lab (default chaoslab; env CHAOSLAB_PREFIX)")
+        sub.add_argument("--inventory", help="the ssh provider's hosts, an Ansible inventory (env CHAOSLAB_INVENTORY)")
         sub.set_defaults(handler=handler)
         return sub
 
@@ -191,6 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("experiments", nargs="+", type=Path, metavar="EXPERIMENT", help="experiment JSON files")
     check.set_defaults(handler=check_experiments)
 
+    dry_run = commands.add_parser("plan", help="dry run: what each fault of an experiment would do, on which host",
+                                  description="dry run: what each fault of an experiment would do, on which host; "
+                                              "nothing is connected to or changed")
+    dry_run.add_argument("experiment", type=Path, metavar="EXPERIMENT", help="experiment JSON file")
+    dry_run.add_argument("--provider", help="netns, vagrant or ssh (default: the experiment's configuration)")
+    dry_run.add_argument("--prefix", help="the lab's prefix (default: the experiment's configuration)")
+    dry_run.add_argument("--inventory", help="the ssh provider's hosts, an Ansible inventory")
+    dry_run.set_defaults(handler=lambda args: print_lines(plan.plan(
+        args.experiment, {"provider": args.provider, "prefix": args.prefix, "inventory": args.inventory})))
+
     bench = commands.add_parser("bench", help="benchmarks that print numbers (each uses a lab of its own)")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
     bench_up = bench_commands.add_parser("lab", help="lab up until the VIP answers, and lab down: median of runs")
@@ -224,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench_page.add_argument("--runs", type=int, default=100, help="how many synthetic runs (default 100)")
     bench_page.set_defaults(handler=bench_report)
     return parser
+
+
+def print_lines(lines: Sequence[str]) -> int:
+    print("\n".join(lines))
+    return 0
 
 
 def check_experiments(args: argparse.Namespace) -> int:

@@ -81,6 +81,9 @@ def before_experiment_control(context: Experiment, configuration: Configuration 
         problems = check_experiment(context, lab.topology)
         if problems:
             raise ChaoslabError("; ".join(problems))
+        refusal = lab.provider.fault_refusal()
+        if refusal:
+            raise ChaoslabError(refusal)
         abort_budget = safeguard.abort_after(experiment_options(context), configuration)
         title = context.get("title", "experiment")
         resources.enter_context(lab.lock(f"chaos run: {title}"))

@@ -20,7 +20,6 @@ from chaoslab.node import VRRP_STATE_LOG, Node
 
 logger = logging.getLogger("chaostoolkit")
 
-STATE_POLL = 0.02
 LIVENESS_POLL = 0.25
 _active: EventRecorder | None = None
 
@@ -121,7 +120,7 @@ class EventRecorder:
         seen = len((node.read_file(VRRP_STATE_LOG) or "").splitlines())
         alive = bool(node.service_pids("keepalived"))
         next_liveness = time.monotonic() + LIVENESS_POLL
-        while not self.stopping.wait(STATE_POLL):
+        while not self.stopping.wait(node.poll_interval):
             lines = (node.read_file(VRRP_STATE_LOG) or "").splitlines()
             for line in lines[seen:]:
                 stamp, _, state = line.partition(" ")

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from chaoslab import inventory as inventories
 from chaoslab import sampler
 from chaoslab.client import Outcome, request_vip
 from chaoslab.errors import ChaoslabError
@@ -36,6 +37,8 @@ SETTINGS = {
     "chaoslab_provider": "CHAOSLAB_PROVIDER",
     "chaoslab_profile": "CHAOSLAB_PROFILE",
     "chaoslab_prefix": "CHAOSLAB_PREFIX",
+    "chaoslab_inventory": "CHAOSLAB_INVENTORY",
+    "chaoslab_confirm_hosts": "CHAOSLAB_CONFIRM_HOSTS",
 }
 
 
@@ -45,6 +48,8 @@ class LabSettings:
     profile: str | None = None
     prefix: str = DEFAULT_PREFIX
     vrrp_password: str = field(default=LAB_PASSWORD, repr=False)  # never in a log or a journal
+    inventory: str | None = None  # the ssh provider's hosts
+    confirm_hosts: bool = False  # faults on hosts that are not the lab's own are meant
 
     @classmethod
     def resolve(cls, configuration: Mapping | None = None, secrets: Mapping | None = None) -> LabSettings:
@@ -62,7 +67,14 @@ class LabSettings:
             profile=values["chaoslab_profile"] or None,
             prefix=values["chaoslab_prefix"] or DEFAULT_PREFIX,
             vrrp_password=password or LAB_PASSWORD,
+            inventory=values["chaoslab_inventory"] or None,
+            confirm_hosts=str(values["chaoslab_confirm_hosts"] or "").lower() in ("1", "true", "yes"),
         )
+
+
+def inventory_topology(path: str | None) -> Topology | None:
+    """The topology an inventory names for its hosts (chaoslab_topology), if any."""
+    return inventories.load(path).topology() if path else None
 
 
 class Lab:
@@ -79,12 +91,13 @@ class Lab:
                 "starting with a letter (it names every namespace the lab makes)"
             )
         self.settings = settings
-        self.topology = topology or Topology.load()
+        self.topology = topology or inventory_topology(settings.inventory) or Topology.load()
         self.prefix = settings.prefix
         self.state_dir = STATE_ROOT / settings.prefix
         requested = self.topology.profile(settings.profile)
         self.provider: Provider = provider_class(settings.provider)(
-            self.topology, requested, settings.prefix, self.state_dir, settings.vrrp_password
+            self.topology, requested, settings.prefix, self.state_dir, settings.vrrp_password,
+            settings.inventory, settings.confirm_hosts,
         )
         running = self.running_profile()
         if running and running != requested.name:

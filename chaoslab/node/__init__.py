@@ -38,6 +38,10 @@ def parse_signal(value: str | int) -> signals.Signals:
 class Node(ABC):
     """One machine of the lab: a load balancer or a web server."""
 
+    # how often the event recorder reads the node's VRRP state log; each line carries
+    # its own time stamp, so a slower poll delays the record, not the time it gives
+    poll_interval = 0.02
+
     def __init__(self, spec: NodeSpec, topology: Topology, profile: Profile):
         self.spec = spec
         self.topology = topology

@@ -20,6 +20,8 @@ T = TypeVar("T")
 
 REGISTRY = {
     "netns": "chaoslab.providers.netns:NetnsProvider",
+    "ssh": "chaoslab.providers.ssh:SshProvider",
+    "vagrant": "chaoslab.providers.vagrant:VagrantProvider",
 }
 
 
@@ -28,12 +30,15 @@ class Provider(ABC):
 
     name: str
 
-    def __init__(self, topology: Topology, profile: Profile, prefix: str, state_dir: Path, vrrp_password: str):
+    def __init__(self, topology: Topology, profile: Profile, prefix: str, state_dir: Path, vrrp_password: str,
+                 inventory_path: str | None = None, confirm_hosts: bool = False):
         self.topology = topology
         self.profile = profile
         self.prefix = prefix
         self.state_dir = state_dir
         self.vrrp_password = vrrp_password
+        self.inventory_path = inventory_path
+        self.confirm_hosts = confirm_hosts
 
     @abstractmethod
     def up(self) -> list[str]:
@@ -58,6 +63,14 @@ class Provider(ABC):
     @abstractmethod
     def in_client(self, function: Callable[[], T]) -> T:
         """Call function with its network traffic leaving from the client."""
+
+    def destination(self, node: str) -> str | None:
+        """Where a node is, as its operator knows it (a namespace, user@host), if known."""
+        return None
+
+    def fault_refusal(self) -> str | None:
+        """Why faults may not be injected here yet (hosts that are not the lab's own), or None."""
+        return None
 
 
 def provider_class(name: str) -> type[Provider]:

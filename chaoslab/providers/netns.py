@@ -337,6 +337,9 @@ class NetnsProvider(Provider):
     def node(self, name: str) -> NetnsNode:
         return NetnsNode(self.topology.node(name), self.topology, self)
 
+    def destination(self, node: str) -> str:
+        return f"namespace {self.namespace(node)}"
+
     def client_command(self, argv: Sequence[str]) -> list[str]:
         return ["ip", "netns", "exec", self.namespace(self.topology.client.name), *argv]
 
