@@ -260,18 +260,18 @@ def outage_json(outage: Outage, events: Sequence[dict]) -> dict:
 
 
 def main_outage(outages: Sequence[Outage], fault: Fault | None, focus: str = "inject") -> Outage | None:
-    """The first outage overlapping the fault window: ends after the injection, starts before the heal.
-    With focus "heal": the first outage that ends after the heal."""
+    """The longest outage overlapping the fault window: ends after the injection, starts before the
+    heal (a slow host can answer some requests while a service goes down: brief failures before
+    the real outage). With focus "heal": the first outage that ends after the heal."""
     if fault is None:
         return None
     if focus == "heal":
         if fault.heal is None:
             return None
         return next((outage for outage in outages if outage.end is None or outage.end > fault.heal), None)
-    for outage in outages:
-        if outage.end is None or outage.end > fault.inject:
-            return outage if fault.heal is None or outage.start < fault.heal else None
-    return None
+    window = [outage for outage in outages if (outage.end is None or outage.end > fault.inject)
+              and (fault.heal is None or outage.start < fault.heal)]
+    return max(window, key=lambda outage: math.inf if outage.end is None else outage.downtime_at_least, default=None)
 
 
 def main_downtime(samples: Sequence[Outcome], fault: Fault | None, main: Outage | None) -> float | None:

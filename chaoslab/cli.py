@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from chaoslab import history, plan, schedule
-from chaoslab.bench import bench_failover, bench_lab, bench_matrix, bench_sampler
+from chaoslab.bench import bench_failover, bench_lab, bench_matrix, bench_sampler, bench_vagrant
 from chaoslab.checks import file_problems
 from chaoslab.errors import ChaoslabError
 from chaoslab.lab import SELECTORS, Lab, LabSettings
@@ -97,6 +97,16 @@ def lab_exec(args: argparse.Namespace) -> int:
     return result.returncode
 
 
+def box_build(args: argparse.Namespace) -> int:
+    from chaoslab import box
+
+    started = time.monotonic()
+    for line in box.build(force=args.force):
+        print(line)
+    print(f"took {time.monotonic() - started:.2f} s")
+    return 0
+
+
 def schedule_runs(args: argparse.Namespace) -> int:
     if args.print_cron and args.count is not None:
         raise ChaoslabError("--print-cron prints units that run one round each time; leave out --count")
@@ -161,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     execute.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     execute.add_argument("--timeout", type=float, default=60.0, help="seconds before the command is stopped")
 
+    boxes = commands.add_parser("box", help="the Vagrant box of the VMs: Debian 12 for libvirt, built offline")
+    box_commands = boxes.add_subparsers(dest="box_command", required=True, metavar="ACTION")
+    box_help = ("build the box chaoslab/debian-12 from provision/box/ with mmdebstrap and add it to "
+                "VAGRANT_HOME=/var/lib/chaoslab/vagrant-home (nothing to do if the box of the same recipe is there)")
+    box_make = box_commands.add_parser("build", help=box_help, description=box_help)
+    box_make.add_argument("--force", action="store_true", help="build and add the box even if it is up to date")
+    box_make.set_defaults(handler=box_build)
+
     scheduling = commands.add_parser(
         "schedule", help="run experiments one after another, round after round, in the foreground",
         description="Run the experiments one after another, a round every --every, --count rounds or until "
@@ -212,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench_run = bench_commands.add_parser("failover", help="chaos run experiments/failover.json end to end")
     bench_run.add_argument("--runs", type=int, default=3, help="how many times (default 3)")
     bench_run.set_defaults(handler=lambda args: run_bench(bench_failover, args.runs))
+    bench_vm = bench_commands.add_parser(
+        "vagrant", help="box build, four VMs up, failover on the VMs beside the same failover on netns")
+    bench_vm.add_argument("--runs", type=int, default=3, help="failover runs on each (default 3)")
+    bench_vm.add_argument("--rebuild-box", action="store_true", help="build the box even if it is cached")
+    bench_vm.set_defaults(handler=lambda args: run_bench(bench_vagrant, args.runs, args.rebuild_box))
     bench_jitter = bench_commands.add_parser("sampler", help="the sampler's scheduling jitter and request latency")
     bench_jitter.add_argument("--seconds", type=float, default=10.0, help="how long to sample (default 10)")
     bench_jitter.add_argument("--interval", type=float, default=0.01, help="seconds between requests (default 0.01)")

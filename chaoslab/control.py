@@ -38,7 +38,6 @@ from chaoslab.results import CHART, EVENTS, JOURNAL, SAMPLES, SUMMARY, create_ru
 
 logger = logging.getLogger("chaostoolkit")
 
-SAMPLER_INTERVAL = 0.01
 SAMPLER_TIMEOUT = 1.0
 SAMPLER_MAX_DURATION = 900.0
 SETTLE_AFTER = 0.5
@@ -119,7 +118,7 @@ def start_sampler(lab: Lab, folder: Path) -> subprocess.Popen:
     samples = folder / SAMPLES
     command = lab.provider.client_command([
         sys.executable, "-m", "chaoslab.sampler", "--output", str(samples),
-        "--interval", str(SAMPLER_INTERVAL), "--timeout", str(SAMPLER_TIMEOUT),
+        "--interval", str(lab.provider.sampler_interval), "--timeout", str(SAMPLER_TIMEOUT),
         "--max-duration", str(SAMPLER_MAX_DURATION),
     ])
     with open(folder / "sampler.log", "ab") as log:
@@ -228,7 +227,8 @@ def write_results(run: Run, journal: Journal | None, recovered: bool) -> None:
     if options.get("scenario"):
         backup = min(spec.vrrp_priority for spec in run.lab.topology.loadbalancers)
         prediction = theory.expected_outage(options["scenario"], run.lab.profile.settings, backup)
-    summary = analysis.summarize(samples, events, SAMPLER_INTERVAL, prediction, options.get("focus", "inject"))
+    summary = analysis.summarize(samples, events, run.lab.provider.sampler_interval, prediction,
+                                 options.get("focus", "inject"))
     breach = safeguard.breach(events)
     summary["run"] = {
         "experiment": run.experiment.get("title"),

@@ -121,14 +121,15 @@ class EventRecorder:
         alive = bool(node.service_pids("keepalived"))
         next_liveness = time.monotonic() + LIVENESS_POLL
         while not self.stopping.wait(node.poll_interval):
-            lines = (node.read_file(VRRP_STATE_LOG) or "").splitlines()
-            for line in lines[seen:]:
+            liveness = time.monotonic() >= next_liveness
+            if liveness:
+                next_liveness += LIVENESS_POLL
+            fresh, now_alive = node.vrrp_poll(seen, liveness)
+            for line in fresh:
                 stamp, _, state = line.partition(" ")
                 self.record({"t": float(stamp), "kind": "vrrp", "node": node.name, "state": state.strip()})
-            seen = max(seen, len(lines))
-            if time.monotonic() >= next_liveness:
-                next_liveness += LIVENESS_POLL
-                now_alive = bool(node.service_pids("keepalived"))
+            seen += len(fresh)
+            if now_alive is not None:
                 if alive and not now_alive:
                     self.record({"t": time.time(), "kind": "vrrp", "node": node.name, "state": "STOPPED"})
                 alive = now_alive

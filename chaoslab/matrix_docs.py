@@ -19,8 +19,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from chaoslab.control import SAMPLER_INTERVAL, SAMPLER_TIMEOUT
+from chaoslab.control import SAMPLER_TIMEOUT
 from chaoslab.matrix import CROSS_CHECK_TOLERANCE, Cell, median, percentile
+from chaoslab.providers.netns import NetnsProvider
 from chaoslab.sampler import pool_size
 from chaoslab.theory import Prediction
 from chaoslab.topology import Topology
@@ -237,7 +238,8 @@ def write_docs(matrix: Sequence[Cell], context: RunContext, topology: Topology, 
         results_table(matrix),
         "",
         "- Each run is `chaos run` of the scenario's experiment in `experiments/` with `CHAOSLAB_PROFILE` set, "
-        f"measured by chaoslab's sampler (a request to the VIP every {SAMPLER_INTERVAL * 1000:g} ms from the client).",
+        "measured by chaoslab's sampler (a request to the VIP every "
+        f"{NetnsProvider.sampler_interval * 1000:g} ms from the client).",
         "- *downtime*: from the last answer before the fault's outage to the first answer after it; "
         "*failed*: requests that failed in the outages overlapping the fault window (injection to rollback).",
         "- p95 is the nearest-rank percentile: with fewer than 20 runs it is the worst run.",
@@ -258,8 +260,8 @@ def write_docs(matrix: Sequence[Cell], context: RunContext, topology: Topology, 
         "",
         cross_check_table(matrix),
         "",
-        f"The sampler sends a request every {SAMPLER_INTERVAL * 1000:g} ms from a pool of "
-        f"{pool_size(SAMPLER_INTERVAL, SAMPLER_TIMEOUT)} workers, one per interval of its {SAMPLER_TIMEOUT:g} s "
+        f"The sampler sends a request every {NetnsProvider.sampler_interval * 1000:g} ms from a pool of "
+        f"{pool_size(NetnsProvider.sampler_interval, SAMPLER_TIMEOUT)} workers, one per interval of its {SAMPLER_TIMEOUT:g} s "
         "timeout and some spare, so requests that time out in an outage do not hold up the schedule. The last "
         "column shows the longest gap between requests sent: near the interval, the sampler kept its schedule; "
         "far above it, the first answer after an outage may come late by up to that gap.",

@@ -6,6 +6,8 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash provision/install.sh --role lab -- \
-    iputils-ping curl shellcheck vagrant ruby python3-venv chromium
+    iputils-ping curl shellcheck vagrant ruby python3-venv chromium \
+    mmdebstrap fdisk qemu-utils qemu-system-x86 vagrant-libvirt libvirt-daemon-system dnsmasq-base \
+    openssh-client
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'

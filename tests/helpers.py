@@ -12,11 +12,12 @@ import pytest
 
 from chaoslab.lab import Lab, LabSettings
 from chaoslab.paths import PROJECT_DIR, STATE_ROOT
+from chaoslab.providers.libvirt_host import DATA_ROOT
 
 SHARED_PREFIX = "ctshared"
 TEST_PREFIXES = ("ctnone", "ctshared", "ctfresh", "ctkill", "ctkillup", "ctkilled", "ctexp", "ctother", "ctsched", "ctsafe",
-                 "ctfast")
-LAB_PROCESSES = ("haproxy", "keepalived", "apache2", "haproxy-health")
+                 "ctfast", "ctvm", "ctvmssh", "ctplan")
+LAB_PROCESSES = ("haproxy", "keepalived", "apache2", "haproxy-health", "libvirtd", "virtlogd", "qemu-system-x86")
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -39,13 +40,14 @@ def lab_leftovers() -> dict[str, list[str]]:
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split("\n")
     names = [line.split()[0] for line in namespaces if line.strip()]
     processes = subprocess.run(["ps", "-eo", "pid=,comm=,args="], capture_output=True, text=True).stdout.splitlines()
-    test_state = f"{STATE_ROOT}/ct"
+    test_state = (f"{STATE_ROOT}/ct", f"{DATA_ROOT}/ct")
     return {
         "namespaces": [name for name in names if name.startswith(TEST_PREFIXES)],
         "processes": [
-            line.strip() for line in processes if line.split()[1] in LAB_PROCESSES and test_state in line
+            line.strip() for line in processes
+            if line.split()[1] in LAB_PROCESSES and any(state in line for state in test_state)
         ],
-        "state": [str(path) for path in STATE_ROOT.glob("ct*")] if STATE_ROOT.exists() else [],
+        "state": [str(path) for root in (STATE_ROOT, DATA_ROOT) if root.exists() for path in root.glob("ct*")],
     }
 
 

@@ -20,6 +20,8 @@ from chaoslab.topology import NodeSpec, Profile, Topology
 VRRP_STATE_LOG = "run/chaoslab/vrrp-state.log"
 DEGRADE_CHAIN = "CHAOSLAB-DEGRADE"
 PARTITION_CHAIN = "CHAOSLAB-PARTITION"
+DROP_CHAIN = 'while iptables -w -D "$2" -j "$1" 2>/dev/null; do :; done; iptables -w -F "$1" 2>/dev/null; ' \
+             'iptables -w -X "$1" 2>/dev/null; true'
 
 
 def parse_signal(value: str | int) -> signals.Signals:
@@ -170,6 +172,12 @@ class Node(ABC):
         fields = next((line.split() for line in reversed(lines) if line.strip()), None)
         return fields[1] if fields else "INIT"
 
+    def vrrp_poll(self, seen: int, liveness: bool) -> tuple[list[str], bool | None]:
+        """One look for the event recorder: the VRRP state log's lines after the first `seen`,
+        and, with liveness, whether Keepalived runs (else None)."""
+        lines = (self.read_file(VRRP_STATE_LOG) or "").splitlines()
+        return lines[seen:], bool(self.service_pids("keepalived")) if liveness else None
+
     def degrade_link(self, interface: str, delay_ms: float = 0, loss_percent: float = 0) -> str:
         """Delay and/or drop the node's outgoing packets on an interface.
 
@@ -192,7 +200,7 @@ class Node(ABC):
                 f"({result.stderr.strip()}); only loss can be emulated here (iptables statistic)"
             )
         self._ensure_chain(DEGRADE_CHAIN, "OUTPUT")
-        self.run(["iptables", "-A", DEGRADE_CHAIN, "-o", interface, "-m", "statistic", "--mode", "random",
+        self.run(["iptables", "-w", "-A", DEGRADE_CHAIN, "-o", interface, "-m", "statistic", "--mode", "random",
                   "--probability", f"{loss_percent / 100:.4f}", "-j", "DROP"], check=True)
         return "iptables"
 
@@ -207,20 +215,19 @@ class Node(ABC):
         self._ensure_chain(PARTITION_CHAIN, "INPUT")
         self._ensure_chain(PARTITION_CHAIN, "OUTPUT")
         for peer in peers:
-            self.run(["iptables", "-A", PARTITION_CHAIN, "-p", "vrrp", "-s", peer, "-j", "DROP"], check=True)
-            self.run(["iptables", "-A", PARTITION_CHAIN, "-p", "vrrp", "-d", peer, "-j", "DROP"], check=True)
+            self.run(["iptables", "-w", "-A", PARTITION_CHAIN, "-p", "vrrp", "-s", peer, "-j", "DROP"], check=True)
+            self.run(["iptables", "-w", "-A", PARTITION_CHAIN, "-p", "vrrp", "-d", peer, "-j", "DROP"], check=True)
 
     def unblock_vrrp(self) -> None:
         self._drop_chain(PARTITION_CHAIN, "INPUT")
         self._drop_chain(PARTITION_CHAIN, "OUTPUT")
 
     def _ensure_chain(self, chain: str, hook: str) -> None:
-        self.run(["iptables", "-N", chain])  # exists already: fine
-        if not self.run(["iptables", "-C", hook, "-j", chain]).ok:
-            self.run(["iptables", "-I", hook, "-j", chain], check=True)
+        self.run(["iptables", "-w", "-N", chain])  # exists already: fine
+        if not self.run(["iptables", "-w", "-C", hook, "-j", chain]).ok:
+            self.run(["iptables", "-w", "-I", hook, "-j", chain], check=True)
 
     def _drop_chain(self, chain: str, hook: str) -> None:
-        while self.run(["iptables", "-D", hook, "-j", chain]).ok:
-            pass
-        self.run(["iptables", "-F", chain])
-        self.run(["iptables", "-X", chain])
+        """Unhook, flush and delete a chain, harmless when it does not exist (one command: over
+        ssh each costs a round trip)."""
+        self.run(["sh", "-c", DROP_CHAIN, "sh", chain, hook])

@@ -29,6 +29,7 @@ class Provider(ABC):
     """Brings a lab up and down and hands out its nodes and its client's vantage point."""
 
     name: str
+    sampler_interval = 0.01  # seconds between the sampler's requests to the VIP
 
     def __init__(self, topology: Topology, profile: Profile, prefix: str, state_dir: Path, vrrp_password: str,
                  inventory_path: str | None = None, confirm_hosts: bool = False):

@@ -1,0 +1,280 @@
+"""The stack on four Vagrant VMs (vagrant-libvirt), driven like any other lab.
+
+The life cycle goes through python-vagrant and the project's Vagrantfile
+(`vagrant up`, `destroy`), run inside the lab's own libvirt
+(chaoslab.providers.libvirt_host); Vagrant's state (.vagrant) and boxes
+(VAGRANT_HOME) live under /var/lib/chaoslab, never in the checkout or a home.
+Every command on a VM goes through the ssh provider, with an inventory made
+once from `vagrant ssh-config` (python-vagrant takes seconds a call: fine for
+the life cycle, far too slow for probes).
+
+Faults that belong to the machine, not to its services, act from the host
+side, as on real hardware: halt pulls the plug (`virsh destroy`: the VM stops
+at once, as a crashed host does), boot powers it on again without
+provisioning (systemd starts the services), and a link fault sets the VM's
+virtual NIC down (`virsh domif-setlink`). The sampler measures from the lab's
+namespace, which sits on the VMs' public network at the topology's client address.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TypeVar
+
+import vagrant
+
+from chaoslab import box
+from chaoslab.commands import require_binaries
+from chaoslab.errors import ChaoslabError
+from chaoslab.inventory import Host, write
+from chaoslab.paths import PROJECT_DIR
+from chaoslab.providers.libvirt_host import LibvirtHost
+from chaoslab.providers.netns import call_in_namespace
+from chaoslab.providers.ssh import NodeUnreachable, SshConnection, SshNode, SshProvider
+
+T = TypeVar("T")
+
+DOMAIN_PREFIX = "chaoslab-"  # the Vagrantfile's libvirt.default_prefix under this provider
+BOOT_TIMEOUT = 300.0  # a VM under QEMU emulation takes about a minute to reach sshd
+CLOCK_TOLERANCE = 0.02  # seconds: a VM's clock further off than this is set from the host's
+
+
+class NamespacedVagrant(vagrant.Vagrant):
+    """python-vagrant, with every vagrant command run inside the lab's network namespace."""
+
+    def __init__(self, host: LibvirtHost, **kwargs: object):
+        super().__init__(**kwargs)
+        self.host = host
+
+    def _make_vagrant_command(self, args: Sequence[str | None]) -> list[str]:
+        return self.host.enter(super()._make_vagrant_command(args))
+
+
+class VagrantNode(SshNode):
+    provider: VagrantProvider
+
+    @property
+    def domain(self) -> str:
+        return f"{DOMAIN_PREFIX}{self.name}"
+
+    def run(self, argv: Sequence[str], timeout: float = 30.0, check: bool = False):
+        if self.provider.marked_halted(self.name):
+            raise NodeUnreachable(f"{self.name} is halted")
+        return super().run(argv, timeout=timeout, check=check)
+
+    def halt(self) -> None:
+        self.provider.mark_halted(self.name, True)
+        self.provider.host.virsh("destroy", self.domain, check=True)
+        self.connection.close()
+
+    def boot(self) -> None:
+        self.provider.host.virsh("start", self.domain, check=True)
+        self.provider.mark_halted(self.name, False)
+        self._wait(self._answers, BOOT_TIMEOUT, f"{self.name} to boot and answer over ssh")
+        self.provider.set_clock(self)
+        for interface in self.spec.interfaces:
+            self.restore_link(interface.name)
+        self.unblock_vrrp()
+        for service in self.services:
+            self._wait(lambda service=service: bool(self.service_pids(service)), 60,
+                       f"{service} to start on {self.name}")
+
+    def _answers(self) -> bool:
+        try:
+            return self.run(["true"], timeout=10).ok
+        except (NodeUnreachable, ChaoslabError):
+            return False
+
+    def is_halted(self) -> bool:
+        if self.provider.marked_halted(self.name):
+            return True
+        state = self.provider.host.virsh("domstate", self.domain)
+        return state.ok and state.stdout.strip() != "running"
+
+    def link_down(self, interface: str) -> None:
+        self._set_link(interface, "down")
+
+    def link_up(self, interface: str) -> None:
+        self._set_link(interface, "up")
+
+    def _set_link(self, interface: str, state: str) -> None:
+        self.check_interface(interface)
+        mac = self.provider.lab_info()["macs"][self.name][interface]
+        self.provider.host.virsh("domif-setlink", self.domain, mac, state, check=True)
+
+
+class VagrantProvider(SshProvider):
+    """Four VMs from the Vagrantfile, in the lab's own libvirt; commands over ssh."""
+
+    name = "vagrant"
+    # Four VMs under QEMU emulation share two host cores: 100 requests a second through
+    # HAProxy and Apache there starve Keepalived's checks (FAULT flaps); 20 a second do not.
+    sampler_interval = 0.05
+
+    def __init__(self, *args: object, **kwargs: object):
+        super().__init__(*args, **kwargs)
+        self.host = LibvirtHost(self.prefix)
+        self.inventory_path = str(self.state_dir / "inventory.ini")
+
+    # -- where things are ------------------------------------------------
+
+    @property
+    def vagrant_dir(self) -> Path:
+        return self.host.data_dir / "vagrant"
+
+    def environment(self) -> dict[str, str]:
+        return {
+            **box.vagrant_environment(),
+            "VAGRANT_DOTFILE_PATH": str(self.vagrant_dir),
+            "VAGRANT_DEFAULT_PROVIDER": "libvirt",
+            "CHAOSLAB_BOX": box.BOX_NAME,
+            "CHAOSLAB_PROFILE": self.profile.name,
+            "CHAOSLAB_VRRP_PASSWORD": self.vrrp_password,
+            "CHAOSLAB_LIBVIRT_URI": self.host.uri(),
+            "CHAOSLAB_LIBVIRT_PREFIX": DOMAIN_PREFIX,
+            "CHAOSLAB_LIBVIRT_DRIVER": os.environ.get("CHAOSLAB_LIBVIRT_DRIVER") or "qemu",
+        }
+
+    def vagrant(self, log: Path | None = None) -> NamespacedVagrant:
+        output: Callable[[], AbstractContextManager] | None = vagrant.make_file_cm(log) if log else None
+        return NamespacedVagrant(self.host, root=str(PROJECT_DIR), env=self.environment(),
+                                 out_cm=output, err_cm=output)
+
+    def call_vagrant(self, action: str, call: Callable[[NamespacedVagrant], object]) -> None:
+        """A python-vagrant call, its output in the lab's vagrant.log; a failure quotes the log's end."""
+        log = self.host.data_dir / "vagrant.log"
+        try:
+            call(self.vagrant(log))
+        except subprocess.CalledProcessError:
+            lines = [line for line in log.read_text(errors="replace").splitlines() if "Progress:" not in line]
+            raise ChaoslabError(f"vagrant {action} failed; the end of {log}:\n" + "\n".join(lines[-15:])) from None
+
+    def connection(self, host: Host) -> SshConnection:
+        return SshConnection(host, self.control_dir(), wrapper=self.host.enter([]), lab_host=True)
+
+    def node(self, name: str) -> VagrantNode:
+        spec = self.topology.node(name)
+        return VagrantNode(spec, self.topology, self, self.connection(self.inventory.host(name)))
+
+    def fault_refusal(self) -> str | None:
+        return None  # the VMs are the lab's own
+
+    def client_command(self, argv: Sequence[str]) -> list[str]:
+        return self.host.enter(argv)
+
+    def in_client(self, function: Callable[[], T]) -> T:
+        return call_in_namespace(self.host.namespace, function)
+
+    # -- halted marks: chaoslab pulled the plug ----------------------------
+
+    def _halted_mark(self, name: str) -> Path:
+        return self.state_dir / f"halted-{name}"
+
+    def marked_halted(self, name: str) -> bool:
+        return self._halted_mark(name).exists()
+
+    def mark_halted(self, name: str, halted: bool) -> None:
+        if halted:
+            self._halted_mark(name).touch()
+        else:
+            self._halted_mark(name).unlink(missing_ok=True)
+
+    # -- life cycle --------------------------------------------------------
+
+    def lab_info(self) -> dict:
+        try:
+            return json.loads((self.state_dir / "lab.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+
+    def is_up(self) -> bool:
+        return bool(self.lab_info()) and self.host.is_running()
+
+    def up(self) -> list[str]:
+        if os.geteuid() != 0:
+            raise ChaoslabError("the vagrant lab needs root (its libvirt runs in a network namespace)")
+        require_binaries(("vagrant", "ssh"))
+        if self.is_up():
+            return [f"lab {self.prefix!r} is already up (profile {self.lab_info().get('profile')}); nothing changed"]
+        done = [f"cleaned: {line}" for line in self.down()]
+        try:
+            done += box.build()
+            done += self.host.start()
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            started = time.monotonic()
+            self.call_vagrant("up", lambda machines: machines.up(provider="libvirt"))
+            done.append(f"vagrant up: {len(self.topology.nodes)} VMs in {time.monotonic() - started:.0f} s")
+            self._write_inventory()
+            for spec in self.topology.nodes:
+                self.set_clock(self.node(spec.name))
+            self._write_info()
+        except BaseException:
+            self.down()
+            raise
+        done.append(f"lab {self.prefix!r} up: {len(self.topology.nodes)} VMs, profile {self.profile.name}, "
+                    f"inventory {self.inventory_path}")
+        return done
+
+    def _write_inventory(self) -> None:
+        """The VMs as an inventory, from one `vagrant ssh-config` (all machines at once)."""
+        text = self.vagrant()._run_vagrant_command(["ssh-config"])
+        hosts, current = [], {}
+        for line in [*text.splitlines(), "Host"]:
+            key, _, value = line.strip().partition(" ")
+            if key == "Host":
+                if current:
+                    name = current["Host"]
+                    hosts.append(Host(name, "loadbalancers" if self.topology.node(name).role == "loadbalancer"
+                                      else "webservers", current["HostName"], current.get("User"),
+                                      int(current.get("Port", 22)), current.get("IdentityFile", "").strip('"')))
+                current = {"Host": value.strip()} if value.strip() else {}
+            elif key and current:
+                current[key] = value.strip()
+        write(hosts, {"chaoslab_lab_hosts": "true"}, Path(self.inventory_path))
+        self._inventory = None
+
+    def set_clock(self, node: VagrantNode) -> None:
+        """Set a VM's clock from the host's when it is off by more than CLOCK_TOLERANCE: the
+        events on the VMs and the samples on the host share one time line. A VM boots with
+        its clock from the emulated RTC, which has whole seconds."""
+        sent = time.time()
+        remote = float(node.run(["date", "+%s.%N"], check=True).stdout)
+        received = time.time()
+        if abs(remote - (sent + received) / 2) > CLOCK_TOLERANCE + (received - sent) / 2:
+            node.run(["date", "-s", f"@{time.time() + (received - sent) / 2:.6f}"], check=True)
+
+    def _write_info(self) -> None:
+        macs = {}
+        for spec in self.topology.nodes:
+            node = self.node(spec.name)
+            macs[spec.name] = {
+                interface.name: node.run(["cat", f"/sys/class/net/{interface.name}/address"], check=True).stdout.strip()
+                for interface in spec.interfaces
+            }
+        info = {"provider": self.name, "prefix": self.prefix, "profile": self.profile.name,
+                "inventory": self.inventory_path, "macs": macs, "created": time.time()}
+        target = self.state_dir / "lab.json"
+        temporary = target.with_suffix(".tmp")
+        temporary.write_text(json.dumps(info), encoding="utf-8")
+        os.replace(temporary, target)
+
+    def down(self) -> list[str]:
+        removed = []
+        if self.host.is_running() and self.host.domains():
+            self.call_vagrant("destroy", lambda machines: machines.destroy())
+            removed.append(f"vagrant destroy: {len(self.topology.nodes)} VMs")
+        if (self.state_dir / "inventory.ini").exists():
+            for name in self.inventory.hosts:
+                self.node(name).connection.close()
+        removed += self.host.stop()
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
+            removed.append(f"state directory {self.state_dir}")
+        return removed
