@@ -2,7 +2,8 @@
 
 The format Ansible users already keep, INI or YAML: a group `loadbalancers` and a
 group `webservers`, each host named as its node in the topology, with
-`ansible_host`, `ansible_user`, `ansible_port` and `ansible_ssh_private_key_file`.
+`ansible_host`, `ansible_user`, `ansible_port`, `ansible_ssh_private_key_file` and
+`ansible_ssh_common_args` (more options for ssh, e.g. a known_hosts file).
 
     [loadbalancers]
     haproxy-1 ansible_host=10.0.0.13 ansible_user=admin
@@ -35,7 +36,6 @@ from chaoslab.errors import ChaoslabError
 from chaoslab.topology import Topology
 
 GROUPS = {"loadbalancers": "loadbalancer", "webservers": "webserver"}
-HOST_VARIABLES = ("ansible_host", "ansible_user", "ansible_port", "ansible_ssh_private_key_file")
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class Host:
     user: str | None = None
     port: int | None = None
     key_file: str | None = None
+    ssh_args: tuple[str, ...] = ()
 
     @property
     def destination(self) -> str:
@@ -124,7 +125,8 @@ def write(inventory_hosts: list[Host], variables: dict[str, str], path: Path) ->
         for host in inventory_hosts:
             if host.group == group:
                 values = {"ansible_host": host.address, "ansible_user": host.user, "ansible_port": host.port,
-                          "ansible_ssh_private_key_file": host.key_file}
+                          "ansible_ssh_private_key_file": host.key_file,
+                          "ansible_ssh_common_args": shlex.join(host.ssh_args) if host.ssh_args else None}
                 lines.append(" ".join([host.name, *(f"{key}={shlex.quote(str(value))}"
                                                     for key, value in values.items() if value is not None)]))
         lines.append("")
@@ -139,8 +141,10 @@ def _host(name: str, group: str, values: dict[str, str], path: Path) -> Host:
     port = values.get("ansible_port")
     if port is not None and not str(port).isdigit():
         raise ChaoslabError(f"inventory {path}: host {name}: ansible_port {port!r} is not a number")
+    ssh_args = shlex.split(str(values.get("ansible_ssh_common_args", ""))) + \
+        shlex.split(str(values.get("ansible_ssh_extra_args", "")))
     return Host(name, group, str(values["ansible_host"]), values.get("ansible_user"),
-                int(port) if port is not None else None, values.get("ansible_ssh_private_key_file"))
+                int(port) if port is not None else None, values.get("ansible_ssh_private_key_file"), tuple(ssh_args))
 
 
 def _parse_ini(text: str, path: Path) -> tuple[dict[str, dict[str, dict]], dict[str, str]]:

@@ -40,6 +40,7 @@ SETTINGS = {
     "chaoslab_prefix": "CHAOSLAB_PREFIX",
     "chaoslab_inventory": "CHAOSLAB_INVENTORY",
     "chaoslab_confirm_hosts": "CHAOSLAB_CONFIRM_HOSTS",
+    "chaoslab_sampler_interval": "CHAOSLAB_SAMPLER_INTERVAL",
 }
 
 
@@ -51,6 +52,7 @@ class LabSettings:
     vrrp_password: str = field(default=LAB_PASSWORD, repr=False)  # never in a log or a journal
     inventory: str | None = None  # the ssh provider's hosts
     confirm_hosts: bool = False  # faults on hosts that are not the lab's own are meant
+    sampler_interval: float | None = None  # seconds between the sampler's requests; None: the provider's
 
     @classmethod
     def resolve(cls, configuration: Mapping | None = None, secrets: Mapping | None = None) -> LabSettings:
@@ -70,7 +72,21 @@ class LabSettings:
             vrrp_password=password or LAB_PASSWORD,
             inventory=values["chaoslab_inventory"] or None,
             confirm_hosts=str(values["chaoslab_confirm_hosts"] or "").lower() in ("1", "true", "yes"),
+            sampler_interval=parse_interval(values["chaoslab_sampler_interval"]),
         )
+
+
+def parse_interval(value: object) -> float | None:
+    """A sampler interval in seconds from configuration or environment (None if unset)."""
+    if value in (None, ""):
+        return None
+    try:
+        interval = float(value)
+    except ValueError:
+        interval = -1.0
+    if not 0.001 <= interval <= 1:
+        raise ChaoslabError(f"chaoslab_sampler_interval must be seconds within 0.001..1, not {value!r}")
+    return interval
 
 
 def heal_node(node: Node) -> list[str]:
@@ -120,6 +136,8 @@ class Lab:
             self.topology, requested, settings.prefix, self.state_dir, settings.vrrp_password,
             settings.inventory, settings.confirm_hosts,
         )
+        if settings.sampler_interval:
+            self.provider.sampler_interval = settings.sampler_interval
         running = self.running_profile()
         if running and running != requested.name:
             self.provider.profile = self.topology.profile(running)

@@ -99,3 +99,18 @@ def test_environment_overrides_the_experiment_configuration(monkeypatch):
     monkeypatch.setenv("CHAOSLAB_PREFIX", "ctenv")
     settings = LabSettings.resolve({"chaoslab_prefix": "fromexperiment", "chaoslab_profile": "seed"})
     assert (settings.prefix, settings.profile, settings.provider) == ("ctenv", "seed", "netns")
+
+
+@pytest.mark.parametrize("value", ["0", "fast", "2"])
+def test_a_bad_sampler_interval_names_the_range(monkeypatch, value: str):
+    monkeypatch.setenv("CHAOSLAB_SAMPLER_INTERVAL", value)
+    with pytest.raises(ChaoslabError, match=rf"chaoslab_sampler_interval must be seconds within 0.001..1, not '{value}'"):
+        LabSettings.resolve({})
+
+
+def test_the_sampler_interval_is_the_providers_unless_set(monkeypatch):
+    monkeypatch.delenv("CHAOSLAB_SAMPLER_INTERVAL", raising=False)
+    assert Lab(LabSettings(prefix="ctnone")).provider.sampler_interval == 0.01
+    assert Lab(LabSettings(provider="vagrant", prefix="ctnone")).provider.sampler_interval == 0.05
+    monkeypatch.setenv("CHAOSLAB_SAMPLER_INTERVAL", "0.02")
+    assert Lab(LabSettings.resolve({"chaoslab_prefix": "ctnone"})).provider.sampler_interval == 0.02

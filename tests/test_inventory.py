@@ -27,7 +27,7 @@ haproxy-2 ansible_host=10.0.0.14 ansible_user=admin ansible_port=2222
 
 [webservers]
 httpd-1 ansible_host=10.0.1.11
-httpd-2 ansible_host=10.0.1.12 ansible_ssh_private_key_file="/keys/web key"
+httpd-2 ansible_host=10.0.1.12 ansible_ssh_private_key_file="/keys/web key" ansible_ssh_common_args='-o UserKnownHostsFile="/k h"'
 
 [all:vars]
 ansible_user=ops
@@ -46,7 +46,8 @@ all:
     webservers:
       hosts:
         httpd-1: {ansible_host: 10.0.1.11}
-        httpd-2: {ansible_host: 10.0.1.12, ansible_ssh_private_key_file: /keys/web key}
+        httpd-2: {ansible_host: 10.0.1.12, ansible_ssh_private_key_file: /keys/web key,
+                  ansible_ssh_common_args: '-o UserKnownHostsFile="/k h"'}
 """
 
 
@@ -66,6 +67,8 @@ def test_ini_and_yaml_inventories_give_the_same_hosts(tmp_path: Path, suffix: st
     assert (hosts["haproxy-2"].port, hosts["haproxy-2"].user) == (2222, "admin")
     assert hosts["httpd-1"].user == "ops" and hosts["httpd-1"].group == "webservers"
     assert hosts["httpd-2"].key_file == "/keys/web key"
+    assert hosts["httpd-2"].ssh_args == ("-o", "UserKnownHostsFile=/k h")
+    assert SshConnection(hosts["httpd-2"], tmp_path).options()[-2:] == ["-o", "UserKnownHostsFile=/k h"]
     inventory.load(path).check_against(Topology.load())
 
 
@@ -97,7 +100,7 @@ def test_hosts_must_play_the_topologys_nodes_in_the_right_group(tmp_path: Path):
 
 def test_written_inventory_reads_back(tmp_path: Path):
     hosts = [Host("haproxy-1", "loadbalancers", "192.168.121.5", "vagrant", 22, "/var/lib/x y/private_key"),
-             Host("httpd-1", "webservers", "192.168.121.6", "vagrant", 22, None)]
+             Host("httpd-1", "webservers", "192.168.121.6", "vagrant", 22, None, ("-o", "A=b c"))]
     path = inventory.write(hosts, {"chaoslab_lab_hosts": "true"}, tmp_path / "lab.ini")
     loaded = inventory.load(path)
     assert list(loaded.hosts.values()) == hosts and loaded.lab_hosts

@@ -107,7 +107,7 @@ class SshConnection:
             options += ["-p", str(self.host.port)]
         if self.host.key_file:
             options += ["-i", str(Path(self.host.key_file).expanduser()), "-o", "IdentitiesOnly=yes"]
-        return options
+        return options + list(self.host.ssh_args)
 
     def argv(self, remote: Sequence[str], privileged: bool = True) -> list[str]:
         """The local command that runs `remote` on the host, privileged as root (sudo where the user

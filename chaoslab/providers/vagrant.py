@@ -273,6 +273,7 @@ class VagrantProvider(SshProvider):
         if (self.state_dir / "inventory.ini").exists():
             for name in self.inventory.hosts:
                 self.node(name).connection.close()
+        self._inventory = None  # the next VMs get new addresses and keys
         removed += self.host.stop()
         if self.state_dir.exists():
             shutil.rmtree(self.state_dir)
