@@ -21,6 +21,7 @@ from chaoslab import matrix
 from chaoslab.client import Outcome
 from chaoslab.lab import Lab, LabSettings
 from chaoslab.paths import PROJECT_DIR, results_dir
+from chaoslab.providers.netns import NetnsProvider
 from chaoslab.topology import Topology
 
 BENCH_PREFIX = "bench"
@@ -111,9 +112,10 @@ def bench_vagrant(runs: int, rebuild_box: bool) -> None:
     print(f"  downtime on the VMs:   {describe(vm_downtimes)}")
     print(f"  downtime on netns:     {describe(netns_downtimes)}")
     difference = statistics.median(vm_downtimes) - statistics.median(netns_downtimes)
-    print(f"  VMs minus netns: {difference:+.2f} s (sampler resolution 0.01 s). Both wait for the same pid check "
-          f"(every 2 s, fall 2), so each run lands anywhere in a 2 s window; on emulated VMs the check and "
-          f"Keepalived's transition also run slower.")
+    print(f"  VMs minus netns: {difference:+.2f} s (the sampler's resolution: {lab.provider.sampler_interval:g} s on "
+          f"the VMs, {NetnsProvider.sampler_interval:g} s on netns). Both wait for the same pid check (every 2 s, "
+          f"fall 2), so each run lands anywhere in a 2 s window; on emulated VMs the check and Keepalived's "
+          f"transition also run slower.")
 
 
 def bench_sampler(seconds: float, interval: float) -> None:
