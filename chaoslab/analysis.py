@@ -11,10 +11,11 @@ relative to the fault injection; everything is rounded to milliseconds):
 - outage: a maximal run of consecutive failed samples, in order of sending.
   Its downtime runs from the last ok sample before it to the first ok sample
   after it, so one lost request at a 10 ms interval costs 0.02 s.
-- main outage: the first outage that overlaps the fault window, i.e. that
-  ends after the injection (or never ends) and starts before the heal. This
-  includes an outage already running when the fault was injected: requests
-  in flight at that instant are the fault's victims too.
+- main outage: the longest outage that overlaps the fault window, i.e. that
+  ends after the injection (or never ends) and starts before the heal (a slow
+  host may fail a few requests, answer more, and only then stop answering).
+  This includes an outage already running when the fault was injected:
+  requests in flight at that instant are the fault's victims too.
   "main_outage" is its index in "outages" (None if none).
 - downtime: the main outage's downtime; 0.0 when no outage overlaps the fault;
   None when there was no fault or no sample, or when the main outage never

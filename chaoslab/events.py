@@ -124,11 +124,10 @@ class EventRecorder:
             liveness = time.monotonic() >= next_liveness
             if liveness:
                 next_liveness += LIVENESS_POLL
-            fresh, now_alive = node.vrrp_poll(seen, liveness)
+            fresh, seen, now_alive = node.vrrp_poll(seen, liveness)
             for line in fresh:
                 stamp, _, state = line.partition(" ")
                 self.record({"t": float(stamp), "kind": "vrrp", "node": node.name, "state": state.strip()})
-            seen += len(fresh)
             if now_alive is not None:
                 if alive and not now_alive:
                     self.record({"t": time.time(), "kind": "vrrp", "node": node.name, "state": "STOPPED"})

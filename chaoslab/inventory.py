@@ -138,6 +138,9 @@ def write(inventory_hosts: list[Host], variables: dict[str, str], path: Path) ->
 def _host(name: str, group: str, values: dict[str, str], path: Path) -> Host:
     if not values.get("ansible_host"):
         raise ChaoslabError(f"inventory {path}: host {name} has no ansible_host")
+    if str(values["ansible_host"]).startswith("-"):
+        raise ChaoslabError(f"inventory {path}: host {name}: ansible_host {values['ansible_host']!r} "
+                            "is not a host name or address")
     port = values.get("ansible_port")
     if port is not None and not str(port).isdigit():
         raise ChaoslabError(f"inventory {path}: host {name}: ansible_port {port!r} is not a number")
@@ -156,7 +159,7 @@ def _parse_ini(text: str, path: Path) -> tuple[dict[str, dict[str, dict]], dict[
         if not line or line.startswith(("#", ";")):
             continue
         if line.startswith("["):
-            section = line.strip("[]").strip()
+            section = line[1:].partition("]")[0].strip()
             if section not in (*GROUPS, "all:vars"):
                 raise ChaoslabError(f"inventory {path}, line {number}: unknown section [{section}]; "
                                     f"chaoslab reads [{'], ['.join(GROUPS)}] and [all:vars]")
@@ -170,7 +173,10 @@ def _parse_ini(text: str, path: Path) -> tuple[dict[str, dict[str, dict]], dict[
                 raise ChaoslabError(f"inventory {path}, line {number}: expected key=value, got {line!r}")
             variables[key.strip()] = _unquote(value.strip())
             continue
-        name, *pairs = shlex.split(line, comments=True)
+        try:
+            name, *pairs = shlex.split(line, comments=True)
+        except ValueError as error:
+            raise ChaoslabError(f"inventory {path}, line {number}: {error} in {line!r}") from None
         values = {}
         for pair in pairs:
             key, equals, value = pair.partition("=")
@@ -192,8 +198,13 @@ def _parse_yaml(text: str, path: Path) -> tuple[dict[str, dict[str, dict]], dict
     children = top.get("children") or {}
     groups = {}
     for group in GROUPS:
-        members = (children.get(group) or top.get(group) or {}).get("hosts") or {}
-        groups[group] = {name: dict(values or {}) for name, values in members.items()}
+        section = children.get(group) or top.get(group) or {}
+        members = section.get("hosts") or {}
+        if not isinstance(members, dict):
+            raise ChaoslabError(f"inventory {path}: {group}.hosts must map host names to their variables, "
+                                f"e.g. 'hosts: {{haproxy-1: {{ansible_host: 10.0.0.13}}}}'")
+        group_variables = section.get("vars") or {}
+        groups[group] = {name: {**group_variables, **(values or {})} for name, values in members.items()}
     variables = {key: str(value) for key, value in (top.get("vars") or {}).items()}
     return groups, variables
 

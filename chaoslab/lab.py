@@ -131,6 +131,12 @@ class Lab:
         self.topology = topology or inventory_topology(settings.inventory) or Topology.load()
         self.prefix = settings.prefix
         self.state_dir = STATE_ROOT / settings.prefix
+        provider = self.lab_info().get("provider")
+        if provider and provider != settings.provider:
+            raise ChaoslabError(
+                f"lab {self.prefix!r} is a {provider} lab, not {settings.provider}; "
+                f"use --provider {provider} (CHAOSLAB_PROVIDER={provider}) or another prefix"
+            )
         requested = self.topology.profile(settings.profile)
         self.provider: Provider = provider_class(settings.provider)(
             self.topology, requested, settings.prefix, self.state_dir, settings.vrrp_password,
@@ -154,15 +160,28 @@ class Lab:
         lab.require_up()
         return lab
 
+    @classmethod
+    def for_faults(cls, configuration: Mapping | None = None) -> Lab:
+        """The lab an action acts on: it must be up, and its hosts the lab's own or confirmed."""
+        lab = cls.running(configuration)
+        refusal = lab.provider.fault_refusal()
+        if refusal:
+            raise ChaoslabError(refusal)
+        return lab
+
     @property
     def profile(self) -> Profile:
         return self.provider.profile
 
-    def running_profile(self) -> str | None:
+    def lab_info(self) -> dict:
+        """What the provider recorded when it brought the lab up (lab.json), or {}."""
         try:
-            return json.loads((self.state_dir / "lab.json").read_text(encoding="utf-8"))["profile"]
-        except (FileNotFoundError, KeyError, ValueError):
-            return None
+            return json.loads((self.state_dir / "lab.json").read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def running_profile(self) -> str | None:
+        return self.lab_info().get("profile")
 
     # -- life cycle -------------------------------------------------------
 
@@ -327,4 +346,8 @@ class Lab:
         degradations and partitions, thaw and start services. Idempotent; the nodes
         in parallel (over ssh each step is a round trip)."""
         with ThreadPoolExecutor(max_workers=len(self.topology.nodes)) as pool:
-            return [line for lines in pool.map(heal_node, self.nodes()) for line in lines]
+            futures = {node.name: pool.submit(heal_node, node) for node in self.nodes()}
+        failed = {name: future.exception() for name, future in futures.items() if future.exception()}
+        if failed:
+            raise ChaoslabError("heal failed: " + "; ".join(f"{name}: {error}" for name, error in failed.items()))
+        return [line for future in futures.values() for line in future.result()]

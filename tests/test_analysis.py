@@ -263,6 +263,17 @@ def test_outage_already_running_at_injection_counts():
     assert result["phases"]["answering"] == 3.0
 
 
+def test_a_brief_failure_before_the_real_outage_is_not_the_downtime():
+    """A slow host (a VM under emulation) can reset a few requests while HAProxy shuts down,
+    answer some more, and only then stop answering: the downtime is the long outage."""
+    # the reference run (resets at 100.01 and 100.02, refused until 103.00), answered again 100.03-100.49
+    samples = [ok(i) if 100.03 <= at(i) < 100.5 else s for i, s in enumerate(reference_samples())]
+    result = summarize(samples, reference_events(), INTERVAL)
+    assert [outage["downtime"] for outage in result["outages"][1:]] == [0.03, 2.51]
+    assert result["outages"][result["main_outage"]]["by_kind"] == {"refused": 250}
+    assert result["downtime"] == 2.51  # 100.49 -> 103.00, not the 0.03 s blip
+
+
 # ---------------------------------------------------------------------------- analysis: edge runs
 
 

@@ -16,7 +16,7 @@ from chaoslab.errors import ChaoslabError
 from chaoslab.inventory import Host
 from chaoslab.lab import Lab, LabSettings
 from chaoslab.paths import PROJECT_DIR
-from chaoslab.providers.ssh import TIED_TO_CONNECTION, SshConnection
+from chaoslab.providers.ssh import TIED_TO_CONNECTION, SshConnection, needs_root
 from chaoslab.topology import Topology
 
 INI = """
@@ -40,10 +40,14 @@ all:
     ansible_user: ops
   children:
     loadbalancers:
+      vars:
+        ansible_ssh_private_key_file: ~/.ssh/staging
       hosts:
         haproxy-1: {ansible_host: 10.0.0.13, ansible_user: admin}
         haproxy-2: {ansible_host: 10.0.0.14, ansible_user: admin, ansible_port: 2222}
     webservers:
+      vars:
+        ansible_ssh_private_key_file: ~/.ssh/staging
       hosts:
         httpd-1: {ansible_host: 10.0.1.11}
         httpd-2: {ansible_host: 10.0.1.12, ansible_ssh_private_key_file: /keys/web key,
@@ -58,18 +62,19 @@ def staging(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("suffix, text", [(".ini", INI), (".yml", YAML)])
-def test_ini_and_yaml_inventories_give_the_same_hosts(tmp_path: Path, suffix: str, text: str):
-    path = tmp_path / f"hosts{suffix}"
-    path.write_text(text)
-    hosts = inventory.load(path).hosts
-    assert hosts["haproxy-1"] == Host("haproxy-1", "loadbalancers", "10.0.0.13", "admin", None, hosts["haproxy-1"].key_file)
+def test_ini_and_yaml_inventories_give_the_same_hosts(tmp_path: Path):
+    (tmp_path / "hosts.ini").write_text(INI)
+    (tmp_path / "hosts.yml").write_text(YAML)
+    hosts = inventory.load(tmp_path / "hosts.ini").hosts
+    assert inventory.load(tmp_path / "hosts.yml").hosts == hosts
+    assert hosts["haproxy-1"] == Host("haproxy-1", "loadbalancers", "10.0.0.13", "admin", None, "~/.ssh/staging")
     assert (hosts["haproxy-2"].port, hosts["haproxy-2"].user) == (2222, "admin")
     assert hosts["httpd-1"].user == "ops" and hosts["httpd-1"].group == "webservers"
     assert hosts["httpd-2"].key_file == "/keys/web key"
     assert hosts["httpd-2"].ssh_args == ("-o", "UserKnownHostsFile=/k h")
-    assert SshConnection(hosts["httpd-2"], tmp_path).options()[-2:] == ["-o", "UserKnownHostsFile=/k h"]
-    inventory.load(path).check_against(Topology.load())
+    # the user's options first: ssh takes the first value of an option
+    assert SshConnection(hosts["httpd-2"], tmp_path).options()[:2] == ["-o", "UserKnownHostsFile=/k h"]
+    inventory.load(tmp_path / "hosts.yml").check_against(Topology.load())
 
 
 @pytest.mark.parametrize("text, message", [
@@ -78,6 +83,8 @@ def test_ini_and_yaml_inventories_give_the_same_hosts(tmp_path: Path, suffix: st
     ("[loadbalancers]\nhaproxy-1 ansible_user=x\n", "host haproxy-1 has no ansible_host"),
     ("[loadbalancers]\nhaproxy-1 ansible_host=1.2.3.4 ansible_port=ssh\n", "ansible_port 'ssh' is not a number"),
     ("[loadbalancers]\n\n[webservers]\n", "has no host in the groups loadbalancers, webservers"),
+    ("[loadbalancers]\nhaproxy-1 ansible_host='1.2.3.4\n", "line 2: No closing quotation"),
+    ("[loadbalancers]\nhaproxy-1 ansible_host=-oProxyCommand=x\n", "is not a host name or address"),
 ])
 def test_a_bad_inventory_is_one_clear_line(tmp_path: Path, text: str, message: str):
     path = tmp_path / "bad.ini"
@@ -111,7 +118,7 @@ def test_the_remote_command_reaches_the_host_as_the_same_arguments(tmp_path: Pat
     connection = SshConnection(Host("h", "webservers", "10.0.0.1", "admin", 2222, "~/k"), tmp_path)
     argv = ["printf", "%s\\n", "two words", "it's", "$HOME", "; rm -rf /", "a\"b"]
     command = connection.argv(argv)
-    assert command[:1] == ["ssh"] and command[-3:-1] == ["10.0.0.1", "--"]
+    assert command[:1] == ["ssh"] and command[-3:-1] == ["--", "10.0.0.1"]
     assert command[command.index("-l"):command.index("-l") + 2] == ["-l", "admin"]
     assert command[command.index("-p"):command.index("-p") + 2] == ["-p", "2222"]
     remote = shlex.split(command[-1])
@@ -128,13 +135,27 @@ def test_root_needs_no_sudo_and_lab_hosts_skip_host_keys(tmp_path: Path):
     assert "StrictHostKeyChecking=no" not in own
 
 
-def test_a_spawned_command_ends_when_its_connection_does():
-    """The wrapper a long-running remote command gets: it ends when stdin (the connection) closes."""
+def test_a_spawned_command_ends_when_its_connection_does_and_by_itself():
+    """The wrapper a long-running remote command gets: killed when stdin (the connection) closes,
+    and ended, with its exit status, when the command ends first."""
     process = subprocess.Popen(["sh", "-c", TIED_TO_CONNECTION, "sh", "sleep", "30"], stdin=subprocess.PIPE)
     process.stdin.close()
-    assert process.wait(timeout=5) == 0
+    process.wait(timeout=5)
+    ended = subprocess.Popen(["sh", "-c", TIED_TO_CONNECTION, "sh", "sh", "-c", "exit 3"], stdin=subprocess.PIPE)
+    assert ended.wait(timeout=5) == 3  # stdin still open
+    ended.stdin.close()
     leftover = subprocess.run(["pgrep", "-f", "^sleep 30$"], capture_output=True, text=True)
     assert leftover.stdout == ""
+
+
+@pytest.mark.parametrize("argv, root", [
+    (["cat", "/run/chaoslab/vrrp-state.log"], False), (["ip", "-o", "-4", "addr", "show", "dev", "eth1"], False),
+    (["ip", "-ts", "-o", "monitor", "address"], False), (["date", "+%s.%N"], False), (["pgrep", "-x", "haproxy"], False),
+    (["date", "-s", "@1"], True), (["ip", "link", "set", "eth1", "down"], True), (["systemctl", "stop", "haproxy"], True),
+    (["tcpdump", "-i", "eth1"], True), (["iptables", "-w", "-N", "X"], True),
+])
+def test_only_commands_that_change_something_get_sudo(argv: list[str], root: bool):
+    assert needs_root(argv) is root
 
 
 def test_the_dry_run_names_each_fault_and_its_hosts_and_touches_nothing(staging: Path):

@@ -22,7 +22,7 @@ import pytest
 
 from chaoslab import inventory
 from chaoslab.lab import Lab, LabSettings
-from chaoslab.paths import PROJECT_DIR
+from chaoslab.paths import PROJECT_DIR, STATE_ROOT
 from chaoslab.providers.libvirt_host import LibvirtHost
 from chaoslab.providers.netns import namespace_inode
 from tests.helpers import chaoslab_command
@@ -118,15 +118,22 @@ def test_the_same_experiment_runs_over_ssh_from_an_inventory_of_the_vms(vm_lab: 
     summary = run_summary(confirmed)
     assert summary["downtime"] > 0 and summary["vip_holder_before"] == ["haproxy-1"]
     assert summary["within_theory"] is True, summary["theory"]
-    assert not (Path("/run/chaoslab") / SSH_PREFIX).exists()  # the run brought its "lab" up, so it took it down
+    assert not (STATE_ROOT / SSH_PREFIX).exists()  # the run brought its "lab" up, so it took it down
 
 
 def test_lab_down_leaves_nothing(vm_lab: Lab):
+    host = LibvirtHost(PREFIX)
+    inode = namespace_inode(host.namespace)
+    assert inode is not None
     result = chaoslab_command("lab", "down", "--provider", "vagrant", "--prefix", PREFIX, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    host = LibvirtHost(PREFIX)
     assert namespace_inode(host.namespace) is None and not host.data_dir.exists()
     assert not vm_lab.state_dir.exists()
-    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert "libvirtd --daemon --pid-file " + str(host.data_dir) not in processes
-    assert "qemu-system" not in processes
+    in_the_namespace = []  # libvirtd, virtlogd, QEMU, dnsmasq, ssh masters: whatever lived there
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.readlink(entry / "ns/net") == f"net:[{inode}]":
+                in_the_namespace.append((entry / "cmdline").read_text().replace("\0", " "))
+        except OSError:
+            continue
+    assert in_the_namespace == []

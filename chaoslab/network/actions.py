@@ -13,7 +13,7 @@ __all__ = ["degrade_link", "heal_partition", "link_down", "link_up", "partition_
 def link_down(node: str, interface: str, configuration: Configuration = None, secrets: Secrets = None) -> str:
     """Pull the cable of `node` on `interface` (e.g. eth1, the public network),
     from the switch's side. Returns the node. Undo with link_up."""
-    target = Lab.running(configuration).node(node)
+    target = Lab.for_faults(configuration).node(node)
     target.check_interface(interface)
     record_fault("inject", "link_down", target.name, interface)
     target.link_down(interface)
@@ -24,7 +24,7 @@ def link_up(node: str | None = None, interface: str | None = None,
             configuration: Configuration = None, secrets: Secrets = None) -> None:
     """Plug the cable back in: one interface, every interface of `node`, or every
     interface of every node when nothing is given."""
-    lab = Lab.running(configuration)
+    lab = Lab.for_faults(configuration)
     for target in [lab.node(node)] if node else lab.nodes():
         for name in [target.check_interface(interface)] if interface else [i.name for i in target.spec.interfaces]:
             target.link_up(name)
@@ -36,7 +36,7 @@ def degrade_link(node: str, interface: str, delay_ms: float = 0, loss_percent: f
     """Delay (ms) and/or drop (percent) the packets `node` sends on `interface`,
     with tc netem; on a kernel without netem, loss only (iptables statistic).
     Returns the mechanism used. Undo with restore_link."""
-    target = Lab.running(configuration).node(node)
+    target = Lab.for_faults(configuration).node(node)
     target.check_interface(interface)
     record_fault("inject", "degrade_link", target.name, interface, delay_ms=delay_ms, loss_percent=loss_percent)
     return target.degrade_link(interface, delay_ms, loss_percent)
@@ -46,7 +46,7 @@ def restore_link(node: str | None = None, interface: str | None = None,
                  configuration: Configuration = None, secrets: Secrets = None) -> None:
     """Remove any degradation from one interface, from every interface of `node`,
     or from every node."""
-    lab = Lab.running(configuration)
+    lab = Lab.for_faults(configuration)
     for target in [lab.node(node)] if node else lab.nodes():
         for name in [target.check_interface(interface)] if interface else [i.name for i in target.spec.interfaces]:
             target.restore_link(name)
@@ -57,7 +57,7 @@ def partition_vrrp(configuration: Configuration = None, secrets: Secrets = None)
     """Cut VRRP (IP protocol 112) between the load balancers while clients' traffic
     flows: each stops hearing the other and may become MASTER (split brain).
     Returns the load balancers cut. Undo with heal_partition."""
-    lab = Lab.running(configuration)
+    lab = Lab.for_faults(configuration)
     balancers = lab.loadbalancers()
     network = lab.topology.vip_network
     record_fault("inject", "partition_vrrp", None, "vrrp")
@@ -68,6 +68,6 @@ def partition_vrrp(configuration: Configuration = None, secrets: Secrets = None)
 
 def heal_partition(configuration: Configuration = None, secrets: Secrets = None) -> None:
     """Let VRRP flow between the load balancers again."""
-    for target in Lab.running(configuration).loadbalancers():
+    for target in Lab.for_faults(configuration).loadbalancers():
         target.unblock_vrrp()
     record_fault("heal", "partition_vrrp", None, "vrrp")

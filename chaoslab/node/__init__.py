@@ -172,11 +172,13 @@ class Node(ABC):
         fields = next((line.split() for line in reversed(lines) if line.strip()), None)
         return fields[1] if fields else "INIT"
 
-    def vrrp_poll(self, seen: int, liveness: bool) -> tuple[list[str], bool | None]:
-        """One look for the event recorder: the VRRP state log's lines after the first `seen`,
-        and, with liveness, whether Keepalived runs (else None)."""
+    def vrrp_poll(self, seen: int, liveness: bool) -> tuple[list[str], int, bool | None]:
+        """One look for the event recorder: the VRRP state log's lines after the first `seen`
+        (all of them if the log is shorter: /run was emptied by a reboot), how many lines it
+        has, and, with liveness, whether Keepalived runs (else None)."""
         lines = (self.read_file(VRRP_STATE_LOG) or "").splitlines()
-        return lines[seen:], bool(self.service_pids("keepalived")) if liveness else None
+        fresh = lines if len(lines) < seen else lines[seen:]
+        return fresh, len(lines), bool(self.service_pids("keepalived")) if liveness else None
 
     def degrade_link(self, interface: str, delay_ms: float = 0, loss_percent: float = 0) -> str:
         """Delay and/or drop the node's outgoing packets on an interface.

@@ -14,7 +14,7 @@ def halt_node(node: str, configuration: Configuration = None, secrets: Secrets =
     """Halt `node` (a name, or vrrp-master / vrrp-backup) at once: every process
     killed, links down, nothing sent on the way out. Returns the node halted.
     Undo with boot_node."""
-    target = Lab.running(configuration).node(node)
+    target = Lab.for_faults(configuration).node(node)
     record_fault("inject", "halt_node", target.name)
     target.halt()
     return target.name
@@ -23,7 +23,7 @@ def halt_node(node: str, configuration: Configuration = None, secrets: Secrets =
 def boot_node(node: str | None = None, configuration: Configuration = None, secrets: Secrets = None) -> list[str]:
     """Boot `node`, or every halted node: links up, services started in order
     (httpd; haproxy, then keepalived). Returns the nodes booted."""
-    lab = Lab.running(configuration)
+    lab = Lab.for_faults(configuration)
     targets = [lab.node(node)] if node else lab.nodes()
     booted = []
     for target in targets:

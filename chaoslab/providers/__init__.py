@@ -7,6 +7,9 @@ its backends: nothing above this package knows which one runs.
 from __future__ import annotations
 
 import importlib
+import json
+import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -64,6 +67,23 @@ class Provider(ABC):
     @abstractmethod
     def in_client(self, function: Callable[[], T]) -> T:
         """Call function with its network traffic leaving from the client."""
+
+    def lab_info(self) -> dict:
+        """What up() recorded (lab.json): provider, prefix, profile, and the provider's own facts."""
+        try:
+            return json.loads((self.state_dir / "lab.json").read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def write_info(self, **facts: object) -> None:
+        """Record the lab as up, atomically: a crash leaves the old file or the new one."""
+        info = {"provider": self.name, "prefix": self.prefix, "profile": self.profile.name,
+                "created": time.time(), **facts}
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        target = self.state_dir / "lab.json"
+        temporary = target.with_suffix(".tmp")
+        temporary.write_text(json.dumps(info), encoding="utf-8")
+        os.replace(temporary, target)
 
     def destination(self, node: str) -> str | None:
         """Where a node is, as its operator knows it (a namespace, user@host), if known."""

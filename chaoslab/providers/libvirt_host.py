@@ -16,6 +16,7 @@ its socket (uri()).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal as signals
@@ -38,7 +39,7 @@ START_TIMEOUT = 30.0
 LAUNCH = """
 set -eu
 data="$1"; shift
-mount --bind "$data/kvm" /dev/kvm
+if [ -e "$data/kvm" ]; then mount --bind "$data/kvm" /dev/kvm; fi
 for directory in "$@"; do
     mount --bind "$data/libvirt$directory" "$directory"
 done
@@ -95,18 +96,22 @@ class LibvirtHost:
         return [f"libvirtd and virtlogd in namespace {self.namespace}, state in {self.data_dir / 'libvirt'}"]
 
     def _prepare_directories(self) -> None:
+        """The lab's copies of libvirt's directories: empty, but for the daemons' own settings
+        (the *.conf files of /etc/libvirt; never the host's domains, networks or pools)."""
+        missing = [directory for directory in PRIVATE_DIRECTORIES if not Path(directory).is_dir()]
+        if missing:
+            raise ChaoslabError(f"{', '.join(missing)} missing: install libvirt-daemon-system "
+                                "(the vagrant lab runs its own libvirtd with the package's settings)")
         libvirt = self.data_dir / "libvirt"
         for directory in PRIVATE_DIRECTORIES:
-            target = libvirt / directory.lstrip("/")
-            if directory == "/etc/libvirt" and not target.exists():
-                shutil.copytree(directory, target, symlinks=True)  # the package's configs, then the lab's defs
-            target.mkdir(parents=True, exist_ok=True)
-            if not Path(directory).is_dir():
-                Path(directory).mkdir(parents=True)  # a mount point for the bind mount
+            (libvirt / directory.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        for settings in Path("/etc/libvirt").glob("*.conf"):
+            shutil.copy2(settings, libvirt / "etc/libvirt" / settings.name)
         kvm = self.data_dir / "kvm"
-        if not kvm.exists():
+        if Path("/dev/kvm").exists() and not kvm.exists():
             os.mknod(kvm, 0o660 | 0o020000, os.makedev(*KVM_DEVICE))
-            shutil.chown(kvm, "root", "kvm")
+            with contextlib.suppress(LookupError):  # no kvm group: root's QEMU still probes it
+                shutil.chown(kvm, "root", "kvm")
             os.chmod(kvm, 0o660)
 
     def _define_pool(self) -> None:

@@ -13,7 +13,6 @@ added to the root namespace, and `down` finds the lab from what the system shows
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import shutil
 import signal as signals
@@ -328,12 +327,6 @@ class NetnsProvider(Provider):
     def is_up(self) -> bool:
         return len(self.existing_namespaces()) == len(self.namespaces) and (self.state_dir / "lab.json").exists()
 
-    def lab_info(self) -> dict:
-        try:
-            return json.loads((self.state_dir / "lab.json").read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-
     def node(self, name: str) -> NetnsNode:
         return NetnsNode(self.topology.node(name), self.topology, self)
 
@@ -356,7 +349,7 @@ class NetnsProvider(Provider):
         try:
             self._build_network()
             self._configure_nodes()
-            self._write_info()
+            self.write_info()
             for service in START_ORDER:
                 for spec in self.topology.nodes:
                     if service in self.profile.services(spec):
@@ -409,13 +402,6 @@ class NetnsProvider(Provider):
             _, errors = step.communicate(timeout=60)
             if step.returncode != 0:
                 raise ChaoslabError(f"configuring {spec.name} failed: {errors.strip()}")
-
-    def _write_info(self) -> None:
-        info = {"provider": self.name, "prefix": self.prefix, "profile": self.profile.name, "created": time.time()}
-        target = self.state_dir / "lab.json"
-        temporary = target.with_suffix(".tmp")
-        temporary.write_text(json.dumps(info), encoding="utf-8")
-        os.replace(temporary, target)
 
     def down(self) -> list[str]:
         require_root()

@@ -14,8 +14,6 @@ on which host without doing it.
 
 from __future__ import annotations
 
-import json
-import os
 import shlex
 import shutil
 import signal as signals
@@ -63,11 +61,21 @@ done
 echo $stopped
 """
 # run "$@" until it ends or the ssh connection that started it goes away (stdin closes)
-TIED_TO_CONNECTION = '"$@" </dev/null & child=$!; cat >/dev/null; kill "$child" 2>/dev/null'
+# (a background job's stdin is /dev/null: the watcher reads the connection through fd 3)
+TIED_TO_CONNECTION = (
+    'exec 3<&0; "$@" </dev/null 3<&- & child=$!; '
+    '{ cat <&3 >/dev/null 2>&1; kill "$child" 2>/dev/null; } & watcher=$!; exec 3<&-; '
+    'wait "$child"; status=$?; pkill -P "$watcher" 2>/dev/null; exit $status'
+)
 
 
-# the VRRP state log from line $1 on, then whether Keepalived runs (see Node.vrrp_poll)
-VRRP_POLL = 'tail -n "+$1" "$2" 2>/dev/null; if pgrep -x keepalived >/dev/null; then echo alive; else echo gone; fi'
+# the VRRP state log's length, its lines after the first $1 (all if it is shorter), then
+# whether Keepalived runs (see Node.vrrp_poll)
+VRRP_POLL = (
+    'lines=$(cat "$2" 2>/dev/null | wc -l); echo "$lines"; '
+    'if [ "$lines" -lt "$1" ]; then cat "$2"; else tail -n "+$(($1 + 1))" "$2"; fi 2>/dev/null; '
+    'if pgrep -x keepalived >/dev/null; then echo alive; else echo gone; fi'
+)
 # commands that need no root: whatever reads processes, files the lab writes world-readable, addresses
 UNPRIVILEGED = {"cat", "pgrep", "ps", "test", "true"}
 
@@ -95,7 +103,7 @@ class SshConnection:
         self.lab_host = lab_host
 
     def options(self) -> list[str]:
-        options = ["-o", "BatchMode=yes", "-o", "ControlMaster=auto",
+        options = [*self.host.ssh_args, "-o", "BatchMode=yes", "-o", "ControlMaster=auto",
                    "-o", f"ControlPath={self.control_dir}/%C", "-o", "ControlPersist=600",
                    "-o", "ConnectTimeout=5", "-o", "ServerAliveInterval=2", "-o", "ServerAliveCountMax=3",
                    "-o", "LogLevel=ERROR"]
@@ -107,18 +115,18 @@ class SshConnection:
             options += ["-p", str(self.host.port)]
         if self.host.key_file:
             options += ["-i", str(Path(self.host.key_file).expanduser()), "-o", "IdentitiesOnly=yes"]
-        return options + list(self.host.ssh_args)
+        return options
 
     def argv(self, remote: Sequence[str], privileged: bool = True) -> list[str]:
         """The local command that runs `remote` on the host, privileged as root (sudo where the user
         is not root: it costs the host a PAM session, 0.15 s on an emulated VM)."""
         if privileged and self.host.user not in (None, "root"):
             remote = ["sudo", "-n", *remote]
-        return [*self.wrapper, "ssh", *self.options(), self.host.address, "--", shlex.join(remote)]
+        return [*self.wrapper, "ssh", *self.options(), "--", self.host.address, shlex.join(remote)]
 
     def close(self) -> None:
         """End the shared connection, if any."""
-        run([*self.wrapper, "ssh", *self.options(), "-O", "exit", self.host.address], timeout=10)
+        run([*self.wrapper, "ssh", *self.options(), "-O", "exit", "--", self.host.address], timeout=10)
 
 
 class SshNode(Node):
@@ -158,14 +166,14 @@ class SshNode(Node):
             return None
         return result.stdout if result.ok else None
 
-    def vrrp_poll(self, seen: int, liveness: bool) -> tuple[list[str], bool | None]:
+    def vrrp_poll(self, seen: int, liveness: bool) -> tuple[list[str], int, bool | None]:
         """One unprivileged round trip: the log's new lines and whether Keepalived runs."""
         try:
-            result = self.run_as(["sh", "-c", VRRP_POLL, "sh", str(seen + 1), f"/{VRRP_STATE_LOG}"], privileged=False)
+            result = self.run_as(["sh", "-c", VRRP_POLL, "sh", str(seen), f"/{VRRP_STATE_LOG}"], privileged=False)
         except NodeUnreachable:
-            return [], False
-        lines = result.stdout.splitlines()
-        return lines[:-1], lines[-1:] == ["alive"]
+            return [], seen, False
+        count, *fresh, state = result.stdout.splitlines()
+        return fresh, int(count), state == "alive"
 
     # -- services through systemd ----------------------------------------
 
@@ -245,6 +253,7 @@ class SshProvider(Provider):
     """The stack on hosts listed in an inventory; chaoslab brings nothing up or down there."""
 
     name = "ssh"
+    node_class: type[SshNode] = SshNode
 
     def __init__(self, *args: object, **kwargs: object):
         super().__init__(*args, **kwargs)
@@ -270,9 +279,11 @@ class SshProvider(Provider):
 
     def node(self, name: str) -> SshNode:
         spec = self.topology.node(name)
-        return SshNode(spec, self.topology, self, self.connection(self.inventory.host(name)))
+        return self.node_class(spec, self.topology, self, self.connection(self.inventory.host(name)))
 
-    def destination(self, node: str) -> str:
+    def destination(self, node: str) -> str | None:
+        if self.inventory_path and not Path(self.inventory_path).exists():
+            return None  # a vagrant lab that is not up yet: its inventory comes with the VMs
         return self.inventory.host(node).destination
 
     def fault_refusal(self) -> str | None:
@@ -296,20 +307,12 @@ class SshProvider(Provider):
         done = []
         for spec in self.topology.nodes:
             node = self.node(spec.name)
+            node.run(["true"])  # unreachable: NodeUnreachable names the host and ssh's reason
             missing = [service for service in node.services if not node.service_pids(service)]
             done.append(f"{spec.name} ({node.connection.host.destination}) answers"
                         + (f"; not running: {', '.join(missing)}" if missing else ""))
-        self.write_info()
+        self.write_info(inventory=str(self.inventory.source))
         return done
-
-    def write_info(self) -> None:
-        info = {"provider": self.name, "prefix": self.prefix, "profile": self.profile.name,
-                "inventory": str(self.inventory.source), "created": time.time()}
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        target = self.state_dir / "lab.json"
-        temporary = target.with_suffix(".tmp")
-        temporary.write_text(json.dumps(info), encoding="utf-8")
-        os.replace(temporary, target)
 
     def down(self) -> list[str]:
         """Close the connections and forget the hosts; nothing on them changes."""

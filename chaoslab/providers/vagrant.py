@@ -18,7 +18,6 @@ namespace, which sits on the VMs' public network at the topology's client addres
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -31,7 +30,7 @@ from typing import TypeVar
 import vagrant
 
 from chaoslab import box
-from chaoslab.commands import require_binaries
+from chaoslab.commands import CommandResult, require_binaries
 from chaoslab.errors import ChaoslabError
 from chaoslab.inventory import Host, write
 from chaoslab.paths import PROJECT_DIR
@@ -64,14 +63,15 @@ class VagrantNode(SshNode):
     def domain(self) -> str:
         return f"{DOMAIN_PREFIX}{self.name}"
 
-    def run(self, argv: Sequence[str], timeout: float = 30.0, check: bool = False):
-        if self.provider.marked_halted(self.name):
+    def run_as(self, argv: Sequence[str], privileged: bool, timeout: float = 30.0,
+               check: bool = False) -> CommandResult:
+        if self.provider.marked_halted(self.name):  # no ssh timeout to wait for
             raise NodeUnreachable(f"{self.name} is halted")
-        return super().run(argv, timeout=timeout, check=check)
+        return super().run_as(argv, privileged, timeout, check)
 
     def halt(self) -> None:
-        self.provider.mark_halted(self.name, True)
         self.provider.host.virsh("destroy", self.domain, check=True)
+        self.provider.mark_halted(self.name, True)
         self.connection.close()
 
     def boot(self) -> None:
@@ -114,6 +114,7 @@ class VagrantProvider(SshProvider):
     """Four VMs from the Vagrantfile, in the lab's own libvirt; commands over ssh."""
 
     name = "vagrant"
+    node_class = VagrantNode
     # Four VMs under QEMU emulation share two host cores: 100 requests a second through
     # HAProxy and Apache there starve Keepalived's checks (FAULT flaps); 20 a second do not.
     sampler_interval = 0.05
@@ -159,10 +160,6 @@ class VagrantProvider(SshProvider):
     def connection(self, host: Host) -> SshConnection:
         return SshConnection(host, self.control_dir(), wrapper=self.host.enter([]), lab_host=True)
 
-    def node(self, name: str) -> VagrantNode:
-        spec = self.topology.node(name)
-        return VagrantNode(spec, self.topology, self, self.connection(self.inventory.host(name)))
-
     def fault_refusal(self) -> str | None:
         return None  # the VMs are the lab's own
 
@@ -187,12 +184,6 @@ class VagrantProvider(SshProvider):
             self._halted_mark(name).unlink(missing_ok=True)
 
     # -- life cycle --------------------------------------------------------
-
-    def lab_info(self) -> dict:
-        try:
-            return json.loads((self.state_dir / "lab.json").read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
 
     def is_up(self) -> bool:
         return bool(self.lab_info()) and self.host.is_running()
@@ -258,24 +249,22 @@ class VagrantProvider(SshProvider):
                 interface.name: node.run(["cat", f"/sys/class/net/{interface.name}/address"], check=True).stdout.strip()
                 for interface in spec.interfaces
             }
-        info = {"provider": self.name, "prefix": self.prefix, "profile": self.profile.name,
-                "inventory": self.inventory_path, "macs": macs, "created": time.time()}
-        target = self.state_dir / "lab.json"
-        temporary = target.with_suffix(".tmp")
-        temporary.write_text(json.dumps(info), encoding="utf-8")
-        os.replace(temporary, target)
+        self.write_info(inventory=self.inventory_path, macs=macs)
 
     def down(self) -> list[str]:
+        """Destroy the VMs through Vagrant where it can, then remove everything whatever happened:
+        the namespace's processes (libvirtd, QEMU, dnsmasq, ssh masters), disks and state."""
         removed = []
-        if self.host.is_running() and self.host.domains():
-            self.call_vagrant("destroy", lambda machines: machines.destroy())
-            removed.append(f"vagrant destroy: {len(self.topology.nodes)} VMs")
-        if (self.state_dir / "inventory.ini").exists():
-            for name in self.inventory.hosts:
-                self.node(name).connection.close()
-        self._inventory = None  # the next VMs get new addresses and keys
-        removed += self.host.stop()
-        if self.state_dir.exists():
-            shutil.rmtree(self.state_dir)
-            removed.append(f"state directory {self.state_dir}")
+        try:
+            if self.host.is_running() and self.host.domains():
+                self.call_vagrant("destroy", lambda machines: machines.destroy())
+                removed.append(f"vagrant destroy: {len(self.topology.nodes)} VMs")
+        except ChaoslabError as error:
+            removed.append(f"(vagrant destroy failed, the VMs are killed instead: {error})")
+        finally:
+            self._inventory = None  # the next VMs get new addresses and keys
+            removed += self.host.stop()
+            if self.state_dir.exists():
+                shutil.rmtree(self.state_dir)
+                removed.append(f"state directory {self.state_dir}")
         return removed

@@ -39,7 +39,7 @@ def _targets(lab: Lab, service: str, node: str | None) -> list[Node]:
 def stop_service(service: str, node: str, configuration: Configuration = None, secrets: Secrets = None) -> str:
     """Stop `service` on `node` gracefully (SIGTERM, as its service manager does).
     Returns the node it stopped on. Undo with start_service."""
-    target = Lab.running(configuration).node(node)
+    target = Lab.for_faults(configuration).node(node)
     target.check_service(service)
     record_fault("inject", "stop_service", target.name, service)
     target.stop_service(service)
@@ -51,7 +51,7 @@ def start_service(service: str, node: str | None = None,
     """Start `service` on `node`, or on every node meant to run it where it does not
     run (the rollback of stop_service and kill_service). Returns the nodes started on."""
     started = []
-    for target in _targets(Lab.running(configuration), service, node):
+    for target in _targets(Lab.for_faults(configuration), service, node):
         if target.is_halted() or target.service_running(service):
             continue
         target.start_service(service)
@@ -62,7 +62,7 @@ def start_service(service: str, node: str | None = None,
 
 def restart_service(service: str, node: str, configuration: Configuration = None, secrets: Secrets = None) -> str:
     """Stop and start `service` on `node`; returns the node."""
-    target = Lab.running(configuration).node(node)
+    target = Lab.for_faults(configuration).node(node)
     target.check_service(service)
     record_fault("inject", "restart_service", target.name, service)
     target.restart_service(service)
@@ -74,7 +74,7 @@ def kill_service(service: str, node: str, signal: str = "SIGKILL",
                  configuration: Configuration = None, secrets: Secrets = None) -> list[int]:
     """Send `signal` (default SIGKILL: a crash, nothing cleaned up) to every process
     of `service` on `node`. Returns the pids signalled. Undo with start_service."""
-    target = Lab.running(configuration).node(node)
+    target = Lab.for_faults(configuration).node(node)
     target.check_service(service)
     record_fault("inject", "kill_service", target.name, service, signal=parse_signal(signal).name)
     return target.kill_service(service, signal)
@@ -83,7 +83,7 @@ def kill_service(service: str, node: str, signal: str = "SIGKILL",
 def freeze_service(service: str, node: str, configuration: Configuration = None, secrets: Secrets = None) -> list[int]:
     """Freeze every process of `service` on `node` with SIGSTOP: alive, holding its
     sockets, answering nobody. Undo with thaw_service."""
-    target = Lab.running(configuration).node(node)
+    target = Lab.for_faults(configuration).node(node)
     target.check_service(service)
     record_fault("inject", "freeze_service", target.name, service)
     return target.freeze_service(service)
@@ -93,7 +93,7 @@ def thaw_service(service: str, node: str | None = None,
                  configuration: Configuration = None, secrets: Secrets = None) -> list[str]:
     """Wake `service` with SIGCONT on `node`, or on every node where it is frozen."""
     thawed = []
-    for target in _targets(Lab.running(configuration), service, node):
+    for target in _targets(Lab.for_faults(configuration), service, node):
         if target.is_service_frozen(service):
             target.thaw_service(service)
             record_fault("heal", "thaw_service", target.name, service)
