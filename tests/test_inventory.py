@@ -16,7 +16,7 @@ from chaoslab.errors import ChaoslabError
 from chaoslab.inventory import Host
 from chaoslab.lab import Lab, LabSettings
 from chaoslab.paths import PROJECT_DIR
-from chaoslab.providers.ssh import TIED_TO_CONNECTION, SshConnection, needs_root
+from chaoslab.providers.ssh import TIED_TO_CONNECTION, VRRP_POLL, SshConnection, needs_root
 from chaoslab.topology import Topology
 
 INI = """
@@ -186,3 +186,18 @@ def test_a_run_on_foreign_hosts_is_refused_before_anything_without_confirmation(
     assert "answers" not in log  # the ssh provider's up() never ran: no host was asked anything
     journal = json.loads((tmp_path / "journal.json").read_text()) if (tmp_path / "journal.json").exists() else None
     assert journal is None or journal["status"] != "completed"
+
+
+@pytest.mark.parametrize("seen, fresh", [(0, ["1 BACKUP", "2 MASTER", "3 BACKUP"]), (1, ["2 MASTER", "3 BACKUP"]),
+                                         (3, []), (5, ["1 BACKUP", "2 MASTER", "3 BACKUP"])])
+def test_the_vrrp_poll_reads_the_state_log_once(tmp_path: Path, seen: int, fresh: list[str]):
+    """The ssh nodes' look at the VRRP state log, run by a real shell: the length and the new lines,
+    all of them when the log is shorter than what was seen (a reboot emptied /run), then liveness."""
+    log = tmp_path / "vrrp-state.log"
+    log.write_text("1 BACKUP\n2 MASTER\n3 BACKUP\n")
+    output = subprocess.run(["sh", "-c", VRRP_POLL, "sh", str(seen), str(log)], capture_output=True, text=True,
+                            check=True).stdout.splitlines()
+    assert output[0] == "3" and output[1:-1] == fresh and output[-1] in ("alive", "gone")
+    missing = subprocess.run(["sh", "-c", VRRP_POLL, "sh", "0", str(tmp_path / "none")], capture_output=True,
+                             text=True, check=True).stdout.splitlines()
+    assert missing[:1] == ["0"] and len(missing) == 2

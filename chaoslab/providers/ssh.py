@@ -69,11 +69,13 @@ TIED_TO_CONNECTION = (
 )
 
 
-# the VRRP state log's length, its lines after the first $1 (all if it is shorter), then
-# whether Keepalived runs (see Node.vrrp_poll)
+# the VRRP state log's length, its lines after the first $1 (all if it is shorter), from one
+# read of the file (a line appended between two reads would be counted twice), then whether
+# Keepalived runs (see Node.vrrp_poll)
 VRRP_POLL = (
-    'lines=$(cat "$2" 2>/dev/null | wc -l); echo "$lines"; '
-    'if [ "$lines" -lt "$1" ]; then cat "$2"; else tail -n "+$(($1 + 1))" "$2"; fi 2>/dev/null; '
+    'if [ -r "$2" ]; then '
+    'awk -v seen="$1" \'{ line[NR] = $0 } END { print NR; for (i = (NR < seen ? 1 : seen + 1); i <= NR; i++) '
+    'print line[i] }\' "$2"; else echo 0; fi; '
     'if pgrep -x keepalived >/dev/null; then echo alive; else echo gone; fi'
 )
 # commands that need no root: whatever reads processes, files the lab writes world-readable, addresses
@@ -159,6 +161,12 @@ class SshNode(Node):
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
 
+    def addresses(self, interface: str) -> list[str]:
+        try:
+            return super().addresses(interface)
+        except NodeUnreachable:
+            return []  # a host that does not answer holds nothing its clients could reach
+
     def read_file(self, relative: str) -> str | None:
         try:
             result = self.run(["cat", f"/{relative}"])
@@ -172,7 +180,10 @@ class SshNode(Node):
             result = self.run_as(["sh", "-c", VRRP_POLL, "sh", str(seen), f"/{VRRP_STATE_LOG}"], privileged=False)
         except NodeUnreachable:
             return [], seen, False
-        count, *fresh, state = result.stdout.splitlines()
+        lines = result.stdout.splitlines()
+        if not result.ok or len(lines) < 2 or not lines[0].isdigit():
+            return [], seen, None  # cut off mid-answer (the host went down): look again
+        count, *fresh, state = lines
         return fresh, int(count), state == "alive"
 
     # -- services through systemd ----------------------------------------

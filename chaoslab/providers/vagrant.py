@@ -75,9 +75,10 @@ class VagrantNode(SshNode):
         self.connection.close()
 
     def boot(self) -> None:
+        """Power on; halted (to every other caller) until sshd answers and the clock is set."""
         self.provider.host.virsh("start", self.domain, check=True)
-        self.provider.mark_halted(self.name, False)
         self._wait(self._answers, BOOT_TIMEOUT, f"{self.name} to boot and answer over ssh")
+        self.provider.mark_halted(self.name, False)
         self.provider.set_clock(self)
         for interface in self.spec.interfaces:
             self.restore_link(interface.name)
@@ -87,9 +88,9 @@ class VagrantNode(SshNode):
                        f"{service} to start on {self.name}")
 
     def _answers(self) -> bool:
-        try:
-            return self.run(["true"], timeout=10).ok
-        except (NodeUnreachable, ChaoslabError):
+        try:  # past the halted mark, which boot() lifts only once this answers
+            return SshNode.run_as(self, ["true"], privileged=False, timeout=10).ok
+        except ChaoslabError:
             return False
 
     def is_halted(self) -> bool:
