@@ -164,9 +164,23 @@ def connect(path: Path) -> Iterator[sqlite3.Connection]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)) as connection:
         connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        connection.execute("PRAGMA journal_mode = WAL")
+        use_wal(connection)
         migrate(connection, path)
         yield connection
+
+
+def use_wal(connection: sqlite3.Connection) -> None:
+    """Switch the file to write-ahead logging (readers and a writer at once), once for good.
+    The switch needs the file alone for a moment, and SQLite does not wait for that with its
+    busy timeout: writers racing to create a new history retry here instead."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def migrate(connection: sqlite3.Connection, path: Path) -> int:

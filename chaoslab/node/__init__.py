@@ -20,6 +20,7 @@ from chaoslab.topology import NodeSpec, Profile, Topology
 VRRP_STATE_LOG = "run/chaoslab/vrrp-state.log"
 DEGRADE_CHAIN = "CHAOSLAB-DEGRADE"
 PARTITION_CHAIN = "CHAOSLAB-PARTITION"
+DROP_NETEM = 'if tc qdisc show dev "$1" root 2>/dev/null | grep -q netem; then tc qdisc del dev "$1" root; fi; true'
 DROP_CHAIN = 'while iptables -w -D "$2" -j "$1" 2>/dev/null; do :; done; iptables -w -F "$1" 2>/dev/null; ' \
              'iptables -w -X "$1" 2>/dev/null; true'
 
@@ -207,9 +208,10 @@ class Node(ABC):
         return "iptables"
 
     def restore_link(self, interface: str) -> None:
-        """Undo degrade_link on an interface (both mechanisms); harmless when nothing is set."""
+        """Undo degrade_link on an interface (both mechanisms); harmless when nothing is set.
+        A root qdisc other than netem is the host's own (shaping on a real host): it stays."""
         self.check_interface(interface)
-        self.run(["tc", "qdisc", "del", "dev", interface, "root"])
+        self.run(["sh", "-c", DROP_NETEM, "sh", interface])
         self._drop_chain(DEGRADE_CHAIN, "OUTPUT")
 
     def block_vrrp(self, peers: Sequence[str]) -> None:
