@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chaoslab import analysis
+from chaoslab.commands import stop
 from chaoslab.errors import ChaoslabError
 from chaoslab.lab import Lab
 from chaoslab.node import Node
@@ -97,13 +98,7 @@ class NodeCapture:
                 output.write(line)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop(self.process)
         self.reader.join(timeout=5)
 
 
@@ -158,13 +153,8 @@ class Capture:
     def stop(self) -> None:
         for capture in self.nodes:
             capture.stop()
-        if self.client is not None and self.client.poll() is None:
-            self.client.terminate()
-            try:
-                self.client.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.client.kill()
-                self.client.wait()
+        if self.client is not None:
+            stop(self.client)
 
     def announcements(self) -> list[Announcement]:
         """Every gratuitous ARP for the VIP the client's capture saw, in order."""

@@ -73,3 +73,14 @@ def require_binaries(binaries: Sequence[str]) -> None:
             f"missing {', '.join(missing)}: the lab runs the real daemons; "
             f"install them with: apt-get install {' '.join(packages)}"
         )
+
+
+def stop(process: subprocess.Popen, grace: float = 5.0) -> None:
+    """Ask a child to end (SIGTERM), wait up to grace seconds, then kill it; reaped either way."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

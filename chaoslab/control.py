@@ -31,6 +31,7 @@ from chaoslib.types import Configuration, Experiment, Journal, Secrets
 
 from chaoslab import analysis, history, safeguard, sampler, theory
 from chaoslab.checks import check_experiment
+from chaoslab.commands import stop
 from chaoslab.errors import ChaoslabError
 from chaoslab.events import EventRecorder
 from chaoslab.lab import Lab
@@ -206,13 +207,8 @@ def heal_and_settle(lab: Lab, lab_stays: bool) -> bool:
 
 def stop_instruments(run: Run) -> None:
     sampler.active_output = None
-    if run.sampler is not None and run.sampler.poll() is None:
-        run.sampler.terminate()
-        try:
-            run.sampler.wait(timeout=SAMPLER_TIMEOUT + 5)
-        except subprocess.TimeoutExpired:
-            run.sampler.kill()
-            run.sampler.wait()
+    if run.sampler is not None:
+        stop(run.sampler, grace=SAMPLER_TIMEOUT + 5)
     run.sampler = None
     if run.recorder is not None:
         run.recorder.stop()

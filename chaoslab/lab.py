@@ -7,7 +7,6 @@ knows which provider runs it.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
 import time
@@ -131,17 +130,17 @@ class Lab:
         self.topology = topology or inventory_topology(settings.inventory) or Topology.load()
         self.prefix = settings.prefix
         self.state_dir = STATE_ROOT / settings.prefix
-        provider = self.lab_info().get("provider")
-        if provider and provider != settings.provider:
-            raise ChaoslabError(
-                f"lab {self.prefix!r} is a {provider} lab, not {settings.provider}; "
-                f"use --provider {provider} (CHAOSLAB_PROVIDER={provider}) or another prefix"
-            )
         requested = self.topology.profile(settings.profile)
         self.provider: Provider = provider_class(settings.provider)(
             self.topology, requested, settings.prefix, self.state_dir, settings.vrrp_password,
             settings.inventory, settings.confirm_hosts,
         )
+        provider = self.provider.lab_info().get("provider")
+        if provider and provider != settings.provider:
+            raise ChaoslabError(
+                f"lab {self.prefix!r} is a {provider} lab, not {settings.provider}; "
+                f"use --provider {provider} (CHAOSLAB_PROVIDER={provider}) or another prefix"
+            )
         if settings.sampler_interval:
             self.provider.sampler_interval = settings.sampler_interval
         running = self.running_profile()
@@ -173,15 +172,8 @@ class Lab:
     def profile(self) -> Profile:
         return self.provider.profile
 
-    def lab_info(self) -> dict:
-        """What the provider recorded when it brought the lab up (lab.json), or {}."""
-        try:
-            return json.loads((self.state_dir / "lab.json").read_text(encoding="utf-8"))
-        except (FileNotFoundError, ValueError):
-            return {}
-
     def running_profile(self) -> str | None:
-        return self.lab_info().get("profile")
+        return self.provider.lab_info().get("profile")
 
     # -- life cycle -------------------------------------------------------
 

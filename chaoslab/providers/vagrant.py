@@ -216,7 +216,7 @@ class VagrantProvider(SshProvider):
 
     def _write_inventory(self) -> None:
         """The VMs as an inventory, from one `vagrant ssh-config` (all machines at once)."""
-        text = self.vagrant()._run_vagrant_command(["ssh-config"])
+        text = self.vagrant().ssh_config()
         hosts, current = [], {}
         for line in [*text.splitlines(), "Host"]:
             key, _, value = line.strip().partition(" ")
