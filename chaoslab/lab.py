@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from chaoslab import inventory as inventories
 from chaoslab import sampler
 from chaoslab.client import Outcome, request_vip
+from chaoslab.commands import run
 from chaoslab.errors import ChaoslabError
 from chaoslab.node import Node
 from chaoslab.paths import STATE_ROOT
@@ -342,4 +343,8 @@ class Lab:
         failed = {name: future.exception() for name, future in futures.items() if future.exception()}
         if failed:
             raise ChaoslabError("heal failed: " + "; ".join(f"{name}: {error}" for name, error in failed.items()))
+        # After a split brain the client may still send to the backup's link address: the master
+        # never left MASTER, so it sends no new gratuitous ARP. The lab's own client asks again.
+        if self.provider.owns_client:
+            run(self.provider.client_command(["ip", "neigh", "flush", "to", self.topology.vip]))
         return [line for future in futures.values() for line in future.result()]

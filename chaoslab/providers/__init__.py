@@ -33,6 +33,7 @@ class Provider(ABC):
 
     name: str
     sampler_interval = 0.01  # seconds between the sampler's requests to the VIP
+    owns_client = True  # the client is a namespace of the lab's (not this machine's own network)
 
     def __init__(self, topology: Topology, profile: Profile, prefix: str, state_dir: Path, vrrp_password: str,
                  inventory_path: str | None = None, confirm_hosts: bool = False):

@@ -264,6 +264,7 @@ class SshProvider(Provider):
     """The stack on hosts listed in an inventory; chaoslab brings nothing up or down there."""
 
     name = "ssh"
+    owns_client = False  # the client is this machine: its network is not chaoslab's to change
     node_class: type[SshNode] = SshNode
 
     def __init__(self, *args: object, **kwargs: object):

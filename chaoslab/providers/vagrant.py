@@ -115,6 +115,7 @@ class VagrantProvider(SshProvider):
     """Four VMs from the Vagrantfile, in the lab's own libvirt; commands over ssh."""
 
     name = "vagrant"
+    owns_client = True  # the lab's namespace on the VMs' public network
     node_class = VagrantNode
     # Four VMs under QEMU emulation share two host cores: 100 requests a second through
     # HAProxy and Apache there starve Keepalived's checks (FAULT flaps); 20 a second do not.
