@@ -32,6 +32,9 @@ DATA_ROOT = Path(os.environ.get("CHAOSLAB_DATA_ROOT", "/var/lib/chaoslab"))
 BINARIES = ("libvirtd", "virtlogd", "virsh", "nsenter", "unshare", "mknod", "ip")
 # libvirt's directories, each replaced by a folder of the lab's inside libvirtd's mount namespace
 PRIVATE_DIRECTORIES = ("/etc/libvirt", "/var/lib/libvirt", "/run/libvirt", "/var/cache/libvirt", "/var/log/libvirt")
+# what the package installs (its settings); the rest are runtime and state directories that
+# systemd-tmpfiles or the first start of libvirtd make, and that no systemd made here
+PACKAGE_DIRECTORY = "/etc/libvirt"
 KVM_DEVICE = (10, 232)
 POOL = "default"
 START_TIMEOUT = 30.0
@@ -98,12 +101,13 @@ class LibvirtHost:
     def _prepare_directories(self) -> None:
         """The lab's copies of libvirt's directories: empty, but for the daemons' own settings
         (the *.conf files of /etc/libvirt; never the host's domains, networks or pools)."""
-        missing = [directory for directory in PRIVATE_DIRECTORIES if not Path(directory).is_dir()]
-        if missing:
-            raise ChaoslabError(f"{', '.join(missing)} missing: install libvirt-daemon-system "
+        if not Path(PACKAGE_DIRECTORY).is_dir():
+            raise ChaoslabError(f"{PACKAGE_DIRECTORY} missing: install libvirt-daemon-system "
                                 "(the vagrant lab runs its own libvirtd with the package's settings)")
         libvirt = self.data_dir / "libvirt"
         for directory in PRIVATE_DIRECTORIES:
+            # the mount points: empty directories of the host's, as systemd-tmpfiles would make them
+            Path(directory).mkdir(mode=0o755, parents=True, exist_ok=True)
             (libvirt / directory.lstrip("/")).mkdir(parents=True, exist_ok=True)
         for settings in Path("/etc/libvirt").glob("*.conf"):
             shutil.copy2(settings, libvirt / "etc/libvirt" / settings.name)

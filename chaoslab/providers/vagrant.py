@@ -19,6 +19,7 @@ namespace, which sits on the VMs' public network at the topology's client addres
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -43,6 +44,25 @@ T = TypeVar("T")
 DOMAIN_PREFIX = "chaoslab-"  # the Vagrantfile's libvirt.default_prefix under this provider
 BOOT_TIMEOUT = 300.0  # a VM under QEMU emulation takes about a minute to reach sshd
 CLOCK_TOLERANCE = 0.02  # seconds: a VM's clock further off than this is set from the host's
+FAILED_LOG_DIR = Path("/var/log/chaoslab")  # a failed vagrant command's log, kept after the lab is gone
+# the head of a Ruby backtrace: "/path/file.rb:12:in `method': the message (Some::Error)"
+RUBY_EXCEPTION = re.compile(r"^\S+:\d+:in [`'][^']*': (?P<message>.+) \((?P<type>[\w:]+)\)$")
+BACKTRACE_LINE = re.compile(r"^\s*(from )?\S+:\d+:in [`']")
+
+
+def vagrant_error(log: str) -> str:
+    """The cause of a failed vagrant command, from its output: the exception at the head of a Ruby
+    backtrace, else Vagrant's own error message (the lines after the last progress line that are no
+    backtrace), else that its output was empty."""
+    lines = [line.rstrip() for line in log.splitlines() if line.strip() and "Progress:" not in line]
+    for line in lines:
+        if match := RUBY_EXCEPTION.match(line.strip()):
+            return f"{match['message']} ({match['type']})"
+    messages = [line.strip() for line in lines if not BACKTRACE_LINE.match(line) and not line.startswith("==> ")]
+    errors = [line for line in messages if "error" in line.lower()]
+    if errors:
+        return " ".join(errors[:3])
+    return " ".join(messages[-3:]) if messages else "vagrant printed nothing"
 
 
 class NamespacedVagrant(vagrant.Vagrant):
@@ -151,13 +171,17 @@ class VagrantProvider(SshProvider):
                                  out_cm=output, err_cm=output)
 
     def call_vagrant(self, action: str, call: Callable[[NamespacedVagrant], object]) -> None:
-        """A python-vagrant call, its output in the lab's vagrant.log; a failure quotes the log's end."""
+        """A python-vagrant call, its output in the lab's vagrant.log. A failure says the log's error
+        and keeps the log under /var/log/chaoslab: the lab's folder goes with the failed lab."""
         log = self.host.data_dir / "vagrant.log"
         try:
             call(self.vagrant(log))
         except subprocess.CalledProcessError:
-            lines = [line for line in log.read_text(errors="replace").splitlines() if "Progress:" not in line]
-            raise ChaoslabError(f"vagrant {action} failed; the end of {log}:\n" + "\n".join(lines[-15:])) from None
+            text = log.read_text(errors="replace") if log.exists() else ""
+            FAILED_LOG_DIR.mkdir(parents=True, exist_ok=True)
+            kept = FAILED_LOG_DIR / f"{self.prefix}-vagrant-{action}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.log"
+            kept.write_text(text, encoding="utf-8")
+            raise ChaoslabError(f"vagrant {action} failed: {vagrant_error(text)} (the whole log: {kept})") from None
 
     def connection(self, host: Host) -> SshConnection:
         return SshConnection(host, self.control_dir(), wrapper=self.host.enter([]), lab_host=True)
