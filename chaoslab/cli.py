@@ -16,7 +16,7 @@ from chaoslab.checks import file_problems
 from chaoslab.errors import ChaoslabError
 from chaoslab.lab import SELECTORS, Lab, LabSettings
 from chaoslab.matrix import MATRIX_PREFIX, PROFILES, SCENARIOS
-from chaoslab.paths import PROJECT_DIR
+from chaoslab.paths import PROJECT_DIR, results_dir
 from chaoslab.topology import Topology
 
 Handler = Callable[[argparse.Namespace], int]
@@ -112,7 +112,10 @@ def schedule_runs(args: argparse.Namespace) -> int:
         raise ChaoslabError("--print-cron prints units that run one round each time; leave out --count")
     plan = schedule.make_plan(args.experiments, args.every, args.count, args.profile)
     if args.print_cron:
-        print(schedule.unattended(plan, os.environ), end="")
+        environment_file = schedule.write_environment_file(results_dir() / schedule.ENVIRONMENT_FILE,
+                                                            schedule.unattended_settings(os.environ))
+        print(f"# the CHAOSLAB_* settings of this shell are in {environment_file} (mode 0600)")
+        print(schedule.unattended(plan, environment_file), end="")
         return 0
     return schedule.Scheduler(plan).run()
 

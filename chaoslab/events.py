@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import subprocess
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
+from chaoslab.commands import stop as stop_process
 from chaoslab.lab import Lab
 from chaoslab.node import VRRP_STATE_LOG, Node
 
@@ -33,16 +36,32 @@ def record_fault(phase: str, action: str, node: str | None, target: str | None =
         _active.record(event)
 
 
+# `ip -ts` stamps its lines in the local time of the node, without a zone: run it in UTC wherever the
+# node is, and read its stamps as UTC, so that a host in another zone is not hours off
+VIP_MONITOR = ["env", "TZ=UTC0", "ip", "-ts", "-o", "monitor", "address"]
+
+
 def parse_monitor_line(line: str, vip: str) -> tuple[float, str] | None:
-    """'[2026-11-25T20:13:08.378281] Deleted 2: eth1 inet 192.168.1.10/24 ...' -> (time, 'released')."""
+    """'[2026-11-25T20:13:08.378281] Deleted 2: eth1 inet 192.168.1.10/24 ...' (a UTC stamp, see
+    VIP_MONITOR) -> (unix time, 'released')."""
     if not line.startswith("[") or f" {vip}/" not in line:
         return None
     stamp, _, rest = line[1:].partition("] ")
     try:
-        when = datetime.fromisoformat(stamp).timestamp()
+        when = datetime.fromisoformat(stamp).replace(tzinfo=UTC).timestamp()
     except ValueError:
         return None
     return when, "released" if rest.startswith("Deleted") else "acquired"
+
+
+def parse_state_line(line: str) -> tuple[float, str] | None:
+    """'1795639415.260560 MASTER' (a line of the VRRP state log) -> (unix time, 'MASTER'); None if malformed."""
+    stamp, _, state = line.strip().partition(" ")
+    try:
+        when = float(stamp)
+    except ValueError:
+        return None
+    return (when, state.strip()) if state.strip() and math.isfinite(when) else None
 
 
 class EventRecorder:
@@ -55,7 +74,8 @@ class EventRecorder:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
-        self.monitors: dict[str, object] = {}
+        self.monitors: dict[str, subprocess.Popen] = {}
+        self.monitors_lock = threading.Lock()  # no monitor is spawned once stop() has begun ending them
         self.holders: dict[str, bool] = {}
 
     def record(self, event: dict) -> None:
@@ -85,13 +105,13 @@ class EventRecorder:
     def stop(self) -> None:
         global _active
         _active = None
-        self.stopping.set()
-        for monitor in list(self.monitors.values()):
-            monitor.terminate()
+        with self.monitors_lock:
+            self.stopping.set()
+            monitors = list(self.monitors.values())
+        for monitor in monitors:
+            stop_process(monitor)
         for thread in self.threads:
             thread.join(timeout=5)
-        for monitor in list(self.monitors.values()):
-            monitor.wait(timeout=5)
         self.snapshot("end")
 
     def _vip_change(self, node: str, when: float, change: str) -> None:
@@ -103,9 +123,12 @@ class EventRecorder:
     def _watch_vip(self, node: Node) -> None:
         """Follow `ip monitor address` on the node; restart it when a halt kills it."""
         vip = self.lab.topology.vip
-        while not self.stopping.is_set():
-            monitor = node.spawn(["ip", "-ts", "-o", "monitor", "address"])
-            self.monitors[node.name] = monitor
+        while True:
+            with self.monitors_lock:
+                if self.stopping.is_set():
+                    return
+                monitor = node.spawn(VIP_MONITOR)
+                self.monitors[node.name] = monitor
             time.sleep(0.05)  # let the monitor subscribe before the resync below
             self._vip_change(node.name, time.time(), "acquired" if node.holds_vip() else "released")
             for line in monitor.stdout:
@@ -119,16 +142,25 @@ class EventRecorder:
         """Follow Keepalived's notify log, and notice when Keepalived is gone."""
         seen = len((node.read_file(VRRP_STATE_LOG) or "").splitlines())
         alive = bool(node.service_pids("keepalived"))
+        reachable = True
         next_liveness = time.monotonic() + LIVENESS_POLL
         while not self.stopping.wait(node.poll_interval):
             liveness = time.monotonic() >= next_liveness
             if liveness:
                 next_liveness += LIVENESS_POLL
-            fresh, seen, now_alive = node.vrrp_poll(seen, liveness)
-            for line in fresh:
-                stamp, _, state = line.partition(" ")
-                self.record({"t": float(stamp), "kind": "vrrp", "node": node.name, "state": state.strip()})
-            if now_alive is not None:
-                if alive and not now_alive:
+            poll = node.vrrp_poll(seen, liveness)
+            seen = poll.count
+            for line in poll.lines:
+                parsed = parse_state_line(line)
+                if parsed is None:
+                    logger.warning(f"chaoslab: {node.name}: a line of the VRRP state log is not '<unix time> "
+                                   f"<state>', skipped: {line!r}")
+                    continue
+                self.record({"t": parsed[0], "kind": "vrrp", "node": node.name, "state": parsed[1]})
+            if poll.reachable != reachable:  # not knowing Keepalived's state is not knowing it stopped
+                reachable = poll.reachable
+                self.record({"t": time.time(), "kind": "reach", "node": node.name, "reachable": reachable})
+            if poll.alive is not None:
+                if alive and not poll.alive:
                     self.record({"t": time.time(), "kind": "vrrp", "node": node.name, "state": "STOPPED"})
-                alive = now_alive
+                alive = poll.alive

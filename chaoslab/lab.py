@@ -14,6 +14,8 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
 
 from chaoslab import inventory as inventories
 from chaoslab import sampler
@@ -107,6 +109,14 @@ def heal_node(node: Node) -> list[str]:
             node.start_service(service)
             healed.append(f"started {service} on {node.name}")
     return healed
+
+
+def same_file(handle: IO, path: Path) -> bool:
+    """Whether path still names the open file."""
+    try:
+        return os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def inventory_topology(path: str | None) -> Topology | None:
@@ -236,20 +246,28 @@ class Lab:
 
     @contextmanager
     def lock(self, holder: str) -> Iterator[None]:
-        """Hold the lab for one run; a second run is refused with the holder's name."""
+        """Hold the lab for one run; a second run is refused with the holder's name.
+
+        The lock file goes with its holder, so a process may lock a file that was already
+        unlinked (opened before the holder left): a lock counts only while the path still
+        names the locked file, else it is taken again on the file the path names now."""
         STATE_ROOT.mkdir(parents=True, exist_ok=True)
         path = STATE_ROOT / f"{self.prefix}.lock"
-        handle = open(path, "a+", encoding="utf-8")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            current = handle.read().strip() or "another process"
-            handle.close()
-            raise ChaoslabError(
-                f"lab {self.prefix!r} is in use by {current}; wait for it to finish, "
-                "or use another prefix (CHAOSLAB_PREFIX) for a second lab"
-            ) from None
+        while True:
+            handle = open(path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                current = handle.read().strip() or "another process"
+                handle.close()
+                raise ChaoslabError(
+                    f"lab {self.prefix!r} is in use by {current}; wait for it to finish, "
+                    "or use another prefix (CHAOSLAB_PREFIX) for a second lab"
+                ) from None
+            if same_file(handle, path):
+                break
+            handle.close()  # its holder removed it: lock the one the path names now
         try:
             handle.seek(0)
             handle.truncate()
@@ -257,7 +275,7 @@ class Lab:
             handle.flush()
             yield
         finally:
-            path.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)  # while still locked: a waiter then sees a stale file
             handle.close()
 
     def require_up(self) -> None:

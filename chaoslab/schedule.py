@@ -44,7 +44,8 @@ from chaoslab.paths import PROJECT_DIR, results_dir
 from chaoslab.results import SUMMARY
 from chaoslab.topology import Topology
 
-__all__ = ["Plan", "Scheduler", "make_plan", "parse_duration", "unattended"]
+__all__ = ["Plan", "Scheduler", "make_plan", "parse_duration", "unattended", "unattended_settings",
+           "write_environment_file"]
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -60,6 +61,7 @@ ROUTINE_WARNINGS = ("Rollbacks were explicitly requested to be played",)
 WAIT_STEP = 0.2
 RUN_LOG = "chaostoolkit.log"
 UNIT_NAME = "chaoslab-schedule"
+ENVIRONMENT_FILE = "schedule.env"  # under the results folder: the unattended runs' CHAOSLAB_* settings
 
 
 # ---------------------------------------------------------------------------- what to run
@@ -339,28 +341,46 @@ def cron_times(every: float) -> str | None:
     return "0 * * * *" if hours == 1 else f"0 */{hours} * * *" if hours < 24 else "0 0 * * *"
 
 
-def unattended(plan: Plan, environment: Mapping[str, str]) -> str:
-    """A crontab line and systemd service and timer units that run one round of the plan every plan.every.
-    The CHAOSLAB_* variables of environment are passed on."""
+def unattended_settings(environment: Mapping[str, str]) -> dict[str, str]:
+    """The CHAOSLAB_* variables of environment, which the unattended runs get through their environment file."""
+    return {name: value for name, value in sorted(environment.items()) if name.startswith("CHAOSLAB_")}
+
+
+def write_environment_file(path: Path, settings: Mapping[str, str]) -> Path:
+    """The settings as KEY='value' lines, for systemd's EnvironmentFile= and the shell alike, in a file of
+    mode 0600 (the VRRP password may be one of them): written whole, never readable by others, not even
+    while it is written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.unlink(missing_ok=True)
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write("".join(f"{name}={shlex.quote(value)}\n" for name, value in settings.items()))
+    os.replace(temporary, path)
+    return path
+
+
+def unattended(plan: Plan, environment_file: Path) -> str:
+    """A crontab line and systemd service and timer units that run one round of the plan every plan.every,
+    with the settings of environment_file (see write_environment_file); no setting's value is in the text."""
     if plan.every < 60:
         raise ChaoslabError(f"--every {format_duration(plan.every)} is too often for unattended runs; use 1m or more")
     chaoslab = Path(sys.executable).parent / "chaoslab"
     arguments = [str(chaoslab), "schedule", "--count", "1"]
     arguments += ["--profile", plan.profile] if plan.profile else []
     arguments += [str(path) for path in plan.experiments]
-    settings = {name: value for name, value in sorted(environment.items()) if name.startswith("CHAOSLAB_")}
     log = results_dir() / "schedule.log"
     every = format_duration(plan.every)
     times = cron_times(plan.every)
-    assignments = "".join(f"{name}={shlex.quote(value)} " for name, value in settings.items())
+    settings = shlex.quote(str(environment_file))
     if times:
-        command = f"cd {shlex.quote(str(PROJECT_DIR))} && {assignments}{shlex.join(arguments)} >> {shlex.quote(str(log))} 2>&1"
+        command = (f"cd {shlex.quote(str(PROJECT_DIR))} && set -a && . {settings} && set +a && "
+                   f"{shlex.join(arguments)} >> {shlex.quote(str(log))} 2>&1")
         cron = f"{times} {command.replace('%', chr(92) + '%')}"
     else:
         cron = (f"# cron cannot run every {every} exactly (it needs minutes that divide an hour or hours that "
                 "divide a day): use the systemd timer")
     names = ", ".join(path.name for path in plan.experiments)
-    environment_lines = "".join(f'Environment="{name}={value}"\n' for name, value in settings.items())
     return f"""# crontab line (crontab -e, as root): one round every {every}, output appended to {log}
 {cron}
 
@@ -373,7 +393,9 @@ After=network-online.target
 [Service]
 Type=oneshot
 WorkingDirectory={PROJECT_DIR}
-{environment_lines}ExecStart={shlex.join(arguments)}
+# the CHAOSLAB_* settings, mode 0600 (the VRRP password may be one of them)
+EnvironmentFile={environment_file}
+ExecStart={shlex.join(arguments)}
 # systemctl stop: SIGINT to chaoslab alone, which lets the running experiment roll back and write its results
 KillSignal=SIGINT
 KillMode=mixed

@@ -54,20 +54,38 @@ def test_cron_says_what_it_can_express():
     assert [cron_times(s) for s in (30, 90, 45 * 60, 5 * 3600, 2 * 86400)] == [None] * 5
 
 
-def test_unattended_runs_get_a_crontab_line_and_systemd_units():
+def test_unattended_runs_get_a_crontab_line_and_systemd_units(tmp_path: Path):
     plan = make_plan(["experiments/failover.json", "experiments/halt-master.json"], "30m", None, "seed")
-    text = unattended(plan, {"CHAOSLAB_PREFIX": "nightly", "HOME": "/root"})
+    settings = tmp_path / "schedule.env"
+    text = unattended(plan, settings)
     command = (f"{VENV_BIN / 'chaoslab'} schedule --count 1 --profile seed {PROJECT_DIR}/experiments/failover.json "
                f"{PROJECT_DIR}/experiments/halt-master.json")
-    assert f"*/30 * * * * cd {PROJECT_DIR} && CHAOSLAB_PREFIX=nightly {command} >> " in text
+    assert f"*/30 * * * * cd {PROJECT_DIR} && set -a && . {settings} && set +a && {command} >> " in text
     assert f"ExecStart={command}\n" in text
-    assert 'Environment="CHAOSLAB_PREFIX=nightly"\n' in text and "HOME" not in text
+    assert f"EnvironmentFile={settings}\n" in text and "Environment=" not in text.replace("EnvironmentFile=", "")
     assert "KillSignal=SIGINT\nKillMode=mixed\n" in text
     assert "[Timer]\nOnActiveSec=1min\nOnUnitActiveSec=1800s\n" in text and "WantedBy=timers.target" in text
-    odd = unattended(make_plan(["experiments/failover.json"], "45m", None, None), {})
+    odd = unattended(make_plan(["experiments/failover.json"], "45m", None, None), settings)
     assert "# cron cannot run every 45m exactly" in odd and "OnUnitActiveSec=2700s" in odd
     with pytest.raises(ChaoslabError, match="too often for unattended runs; use 1m or more"):
-        unattended(make_plan(["experiments/failover.json"], "30s", None, None), {})
+        unattended(make_plan(["experiments/failover.json"], "30s", None, None), settings)
+
+
+def test_unattended_runs_keep_the_vrrp_password_out_of_every_printed_line(tmp_path: Path):
+    """The password is in no line printed and in no file but one that only root reads, which both the
+    cron line and the unit read their settings from."""
+    environment = {"CHAOSLAB_RESULTS": str(tmp_path), "CHAOSLAB_VRRP_PASSWORD": "s3cr3tpw", "CHAOSLAB_PREFIX": "nightly"}
+    result = chaoslab_command("schedule", "experiments/failover.json", "--every", "1h", "--print-cron", env=environment)
+    assert result.returncode == 0, result.stderr
+    assert "s3cr3tpw" not in result.stdout + result.stderr
+    settings = tmp_path / "schedule.env"
+    assert f"EnvironmentFile={settings}" in result.stdout
+    assert settings.stat().st_mode & 0o777 == 0o600
+    assert [path.name for path in tmp_path.iterdir()] == ["schedule.env"]
+    cron_line = next(line for line in result.stdout.splitlines() if line.startswith("0 * * * * "))
+    sourcing = cron_line.removeprefix("0 * * * * ").split(f" && {VENV_BIN}")[0]  # cd ... && set -a && . FILE && set +a
+    shell = subprocess.run(["sh", "-c", f"{sourcing} && env"], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert "CHAOSLAB_VRRP_PASSWORD=s3cr3tpw\n" in shell.stdout and "CHAOSLAB_PREFIX=nightly\n" in shell.stdout
 
 
 def test_progress_shows_phases_warnings_and_errors_only():
@@ -101,8 +119,9 @@ def test_bad_input_is_one_line(tmp_path: Path):
     profile = chaoslab_command("schedule", "experiments/failover.json", "--profile", "turbo")
     assert profile.returncode == 2 and profile.stderr.startswith("chaoslab: unknown profile 'turbo'; known profiles:")
     assert not list(tmp_path.iterdir())  # nothing ran
-    cron = chaoslab_command("schedule", "experiments/failover.json", "--every", "1h", "--print-cron")
-    assert cron.returncode == 0 and cron.stdout.splitlines()[1].startswith("0 * * * * cd ")
+    cron = chaoslab_command("schedule", "experiments/failover.json", "--every", "1h", "--print-cron",
+                            env={"CHAOSLAB_RESULTS": str(tmp_path)})
+    assert cron.returncode == 0 and any(line.startswith("0 * * * * cd ") for line in cron.stdout.splitlines())
 
 
 # ---------------------------------------------------------------------------- real runs

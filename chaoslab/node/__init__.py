@@ -12,6 +12,7 @@ import signal as signals
 import subprocess
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from chaoslab.commands import CommandResult
 from chaoslab.errors import ChaoslabError
@@ -36,6 +37,18 @@ def parse_signal(value: str | int) -> signals.Signals:
         known = ", ".join(s.name for s in (signals.SIGTERM, signals.SIGKILL, signals.SIGSTOP,
                                            signals.SIGCONT, signals.SIGHUP, signals.SIGINT))
         raise ChaoslabError(f"unknown signal {value!r}; use a name or number such as {known}") from None
+
+
+@dataclass(frozen=True)
+class VrrpPoll:
+    """What one look at a node's VRRP state log found. alive: whether Keepalived runs, None when
+    that was not asked or could not be told; reachable: False when the node did not answer (then
+    nothing is known of its Keepalived, which is not the same as knowing it stopped)."""
+
+    lines: list[str]
+    count: int
+    alive: bool | None
+    reachable: bool = True
 
 
 class Node(ABC):
@@ -173,13 +186,13 @@ class Node(ABC):
         fields = next((line.split() for line in reversed(lines) if line.strip()), None)
         return fields[1] if fields else "INIT"
 
-    def vrrp_poll(self, seen: int, liveness: bool) -> tuple[list[str], int, bool | None]:
+    def vrrp_poll(self, seen: int, liveness: bool) -> VrrpPoll:
         """One look for the event recorder: the VRRP state log's lines after the first `seen`
         (all of them if the log is shorter: /run was emptied by a reboot), how many lines it
-        has, and, with liveness, whether Keepalived runs (else None)."""
+        has, and, with liveness, whether Keepalived runs."""
         lines = (self.read_file(VRRP_STATE_LOG) or "").splitlines()
         fresh = lines if len(lines) < seen else lines[seen:]
-        return fresh, len(lines), bool(self.service_pids("keepalived")) if liveness else None
+        return VrrpPoll(fresh, len(lines), bool(self.service_pids("keepalived")) if liveness else None)
 
     def degrade_link(self, interface: str, delay_ms: float = 0, loss_percent: float = 0) -> str:
         """Delay and/or drop the node's outgoing packets on an interface.

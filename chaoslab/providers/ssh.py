@@ -14,6 +14,7 @@ on which host without doing it.
 
 from __future__ import annotations
 
+import itertools
 import shlex
 import shutil
 import signal as signals
@@ -27,7 +28,7 @@ from chaoslab import inventory as inventories
 from chaoslab.commands import CommandResult, run
 from chaoslab.errors import ChaoslabError
 from chaoslab.inventory import Host, Inventory
-from chaoslab.node import VRRP_STATE_LOG, Node
+from chaoslab.node import VRRP_STATE_LOG, Node, VrrpPoll
 from chaoslab.providers import Provider
 from chaoslab.topology import NodeSpec, Topology
 
@@ -83,7 +84,10 @@ UNPRIVILEGED = {"cat", "pgrep", "ps", "test", "true"}
 
 
 def needs_root(argv: Sequence[str]) -> bool:
-    """False for commands that only read (sudo is not free on a small VM)."""
+    """False for commands that only read (sudo is not free on a small VM); `env NAME=value ... COMMAND`
+    is judged by its COMMAND."""
+    if argv[0] == "env":
+        argv = list(itertools.dropwhile(lambda argument: "=" in argument, argv[1:])) or ["env"]
     if argv[0] == "ip":
         return not ({"show", "monitor"} & set(argv))
     if argv[0] == "date":
@@ -174,17 +178,17 @@ class SshNode(Node):
             return None
         return result.stdout if result.ok else None
 
-    def vrrp_poll(self, seen: int, liveness: bool) -> tuple[list[str], int, bool | None]:
+    def vrrp_poll(self, seen: int, liveness: bool) -> VrrpPoll:
         """One unprivileged round trip: the log's new lines and whether Keepalived runs."""
         try:
             result = self.run_as(["sh", "-c", VRRP_POLL, "sh", str(seen), f"/{VRRP_STATE_LOG}"], privileged=False)
         except NodeUnreachable:
-            return [], seen, False
+            return VrrpPoll([], seen, None, reachable=False)
         lines = result.stdout.splitlines()
         if not result.ok or len(lines) < 2 or not lines[0].isdigit():
-            return [], seen, None  # cut off mid-answer (the host went down): look again
+            return VrrpPoll([], seen, None)  # cut off mid-answer (the host went down): look again
         count, *fresh, state = lines
-        return fresh, int(count), state == "alive"
+        return VrrpPoll(fresh, int(count), state == "alive")
 
     # -- services through systemd ----------------------------------------
 
