@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from chaoslab.commands import require_binaries
 from chaoslab.errors import ChaoslabError
 from chaoslab.paths import PROVISION_DIR
 
@@ -40,19 +41,8 @@ BUILD_TIMEOUT = 3600.0  # seconds; a build takes about 1.5 min on 2 cores
 ADD_TIMEOUT = 900.0
 STOP_GRACE = 60.0  # seconds build.sh gets to unmount and detach after SIGTERM
 
-# command -> the Debian package that has it
-TOOLS = {
-    "mmdebstrap": "mmdebstrap",
-    "sfdisk": "fdisk",
-    "partx": "util-linux",
-    "losetup": "mount",
-    "mkfs.ext4": "e2fsprogs",
-    "fstrim": "util-linux",
-    "unshare": "util-linux",
-    "qemu-img": "qemu-utils",
-    "vagrant": "vagrant",
-    "bsdtar": "libarchive-tools",
-}
+# the programs a build runs (chaoslab.commands.PACKAGES names their packages)
+TOOLS = ("mmdebstrap", "sfdisk", "partx", "losetup", "mkfs.ext4", "fstrim", "unshare", "qemu-img", "vagrant", "bsdtar")
 
 
 def recipe_hash(recipe_dir: Path | None = None) -> str:
@@ -153,9 +143,7 @@ def build(force: bool = False) -> list[str]:
         return [f"box {BOX_NAME} is cached in VAGRANT_HOME={VAGRANT_HOME}, up to date with recipe {short}: nothing built"]
     if os.geteuid() != 0:
         raise ChaoslabError("building the box needs root: mmdebstrap, loop devices and chroot")
-    missing = [f"{tool} (Debian package {package})" for tool, package in TOOLS.items() if shutil.which(tool) is None]
-    if missing:
-        raise ChaoslabError(f"building the box needs {', '.join(missing)}: install them with apt-get install")
+    require_binaries(TOOLS, "building the box runs them")
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
     with _lock(CACHE_DIR / "build.lock"):

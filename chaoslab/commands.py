@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from chaoslab.errors import ChaoslabError
 
-# binary -> Debian package that ships it
+# every program chaoslab runs on this machine -> the Debian package that ships it
+# (provision/setup-host.sh installs each; tests/test_dependencies.py checks that it does)
 PACKAGES = {
     "ip": "iproute2",
     "tc": "iproute2",
@@ -20,6 +21,24 @@ PACKAGES = {
     "pgrep": "procps",
     "iptables": "iptables",
     "tcpdump": "tcpdump",
+    "setsid": "util-linux",
+    "nsenter": "util-linux",
+    "unshare": "util-linux",
+    "partx": "util-linux",
+    "fstrim": "util-linux",
+    "mknod": "coreutils",
+    "ssh": "openssh-client",
+    "libvirtd": "libvirt-daemon-system",
+    "virtlogd": "libvirt-daemon-system",
+    "virsh": "libvirt-clients",
+    "vagrant": "vagrant",
+    "mmdebstrap": "mmdebstrap",
+    "sfdisk": "fdisk",
+    "losetup": "mount",
+    "mkfs.ext4": "e2fsprogs",
+    "qemu-img": "qemu-utils",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "bsdtar": "libarchive-tools",
 }
 
 
@@ -64,14 +83,14 @@ def missing_binary(binary: str) -> ChaoslabError:
     return ChaoslabError(f"{binary} is not installed (not found on PATH){hint}")
 
 
-def require_binaries(binaries: Sequence[str]) -> None:
+def require_binaries(binaries: Sequence[str], purpose: str = "the lab runs the real daemons") -> None:
     """Fail with one clear line naming the package for each missing binary."""
     missing = [binary for binary in binaries if shutil.which(binary) is None]
     if missing:
         packages = sorted({PACKAGES.get(binary, binary) for binary in missing})
         raise ChaoslabError(
-            f"missing {', '.join(missing)}: the lab runs the real daemons; "
-            f"install them with: apt-get install {' '.join(packages)}"
+            f"missing {', '.join(missing)}: {purpose}; "
+            f"install them with: apt-get install {' '.join(packages)} (provision/setup-host.sh installs them all)"
         )
 
 

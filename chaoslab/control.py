@@ -34,7 +34,7 @@ from chaoslab.checks import check_experiment
 from chaoslab.commands import stop
 from chaoslab.errors import ChaoslabError
 from chaoslab.events import EventRecorder
-from chaoslab.lab import Lab
+from chaoslab.lab import HealIncomplete, Lab
 from chaoslab.results import CHART, EVENTS, JOURNAL, SAMPLES, SUMMARY, create_run_dir, write_json
 
 logger = logging.getLogger("chaostoolkit")
@@ -157,11 +157,11 @@ def finish(journal: Journal | None) -> None:
         try:
             if run.watchdog is not None:
                 run.watchdog.stop()
-            recovered = heal_and_settle(run.lab, lab_stays=not run.brought_up)
+            recovered, not_undone = heal_and_settle(run.lab, lab_stays=not run.brought_up)
             stop_instruments(run)
             if journal is not None:
                 write_json(run.folder / JOURNAL, journal)
-            write_results(run, journal, recovered)
+            write_results(run, journal, recovered, not_undone)
         except Exception:
             logger.exception(f"chaoslab: could not finish the results in {run.folder}; the raw files stay there")
         finally:
@@ -191,18 +191,26 @@ def interrupts_deferred() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def heal_and_settle(lab: Lab, lab_stays: bool) -> bool:
+def heal_and_settle(lab: Lab, lab_stays: bool) -> tuple[bool, list[str]]:
     """Heal the lab and wait until the VIP serves in turn again: in the full steady state
-    (the preferred master back) when the lab stays up, from any holder when the run removes it."""
+    (the preferred master back) when the lab stays up, from any holder when the run removes it.
+    Returns whether it did, and what the heal could not undo."""
     try:
-        for line in lab.heal():
-            logger.warning(f"chaoslab: healed at teardown: {line}")
+        done = lab.heal()
+        not_undone: list[str] = []
+    except HealIncomplete as incomplete:
+        done, not_undone = incomplete.done, incomplete.failed
+    for line in done:
+        logger.warning(f"chaoslab: healed at teardown: {line}")
+    for line in not_undone:
+        logger.error(f"chaoslab: the heal at teardown failed: {line}")
+    try:
         lab.wait_ready(any_holder=not lab_stays)
         time.sleep(SETTLE_AFTER)  # a few good samples after the recovery
-        return True
+        return True, not_undone
     except ChaoslabError as error:
         logger.error(f"chaoslab: the lab did not return to steady state: {error}")
-        return False
+        return False, not_undone
 
 
 def stop_instruments(run: Run) -> None:
@@ -215,7 +223,7 @@ def stop_instruments(run: Run) -> None:
         run.recorder = None
 
 
-def write_results(run: Run, journal: Journal | None, recovered: bool) -> None:
+def write_results(run: Run, journal: Journal | None, recovered: bool, not_undone: list[str]) -> None:
     options = experiment_options(run.experiment)
     samples = analysis.load_samples(run.folder / SAMPLES)
     events = analysis.load_events(run.folder / EVENTS)
@@ -236,6 +244,7 @@ def write_results(run: Run, journal: Journal | None, recovered: bool) -> None:
         "ended": time.time(),
         "status": journal_status(journal),
         "lab_recovered": recovered,
+        "heal_failures": not_undone,
         "folder": str(run.folder),
         "aborted_by": "safeguard" if breach else None,
         "safeguard": breach,
@@ -250,6 +259,9 @@ def write_results(run: Run, journal: Journal | None, recovered: bool) -> None:
         f"chaoslab: downtime {downtime if downtime is not None else 'n/a'} s, "
         f"{summary['failed']} failed requests; chart {run.folder / CHART}"
     )
+    if not_undone:
+        logger.error(f"chaoslab: the lab keeps faults the heal could not undo ({'; '.join(not_undone)}): "
+                     "undo them by hand, see summary.json's run.heal_failures")
     history.record_run(summary, options.get("downtime_budget"), run.lab)
 
 

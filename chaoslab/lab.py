@@ -10,7 +10,7 @@ import fcntl
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -91,24 +91,55 @@ def parse_interval(value: object) -> float | None:
     return interval
 
 
-def heal_node(node: Node) -> list[str]:
-    """Undo every fault one node can have (see Lab.heal); return what was done."""
-    healed = []
-    if node.is_halted():
-        node.boot()
-        healed.append(f"booted {node.name}")
-    for interface in node.spec.interfaces:
-        node.link_up(interface.name)
-        node.restore_link(interface.name)
-    node.unblock_vrrp()
-    for service in node.services:
+class HealIncomplete(ChaoslabError):
+    """Lab.heal could not undo everything: what it did, and each thing it could not undo."""
+
+    def __init__(self, done: list[str], failed: list[str]):
+        super().__init__("heal could not undo everything: " + "; ".join(failed))
+        self.done = done
+        self.failed = failed
+
+
+def heal_node(node: Node) -> tuple[list[str], list[str]]:
+    """Undo every fault one node can have (see Lab.heal): (what was done, what could not be undone).
+    A step that fails is reported and the others are still tried."""
+    healed: list[str] = []
+    failed: list[str] = []
+
+    def attempt(step: Callable[[], str | None]) -> None:
+        try:
+            if done := step():
+                healed.append(done)
+        except ChaoslabError as error:
+            failed.append(str(error))
+
+    def boot() -> str | None:
+        if node.is_halted():
+            node.boot()
+            return f"booted {node.name}"
+        return None
+
+    def thaw(service: str) -> str | None:
         if node.is_service_frozen(service):
             node.thaw_service(service)
-            healed.append(f"thawed {service} on {node.name}")
+            return f"thawed {service} on {node.name}"
+        return None
+
+    def start(service: str) -> str | None:
         if not node.service_running(service):
             node.start_service(service)
-            healed.append(f"started {service} on {node.name}")
-    return healed
+            return f"started {service} on {node.name}"
+        return None
+
+    attempt(boot)
+    for interface in node.spec.interfaces:
+        attempt(lambda name=interface.name: node.link_up(name))
+        attempt(lambda name=interface.name: node.restore_link(name))
+    attempt(node.unblock_vrrp)
+    for service in node.services:
+        attempt(lambda service=service: thaw(service))
+        attempt(lambda service=service: start(service))
+    return healed, failed
 
 
 def same_file(handle: IO, path: Path) -> bool:
@@ -355,14 +386,16 @@ class Lab:
     def heal(self) -> list[str]:
         """Undo every fault the lab can have: boot halted nodes, plug links, clear
         degradations and partitions, thaw and start services. Idempotent; the nodes
-        in parallel (over ssh each step is a round trip)."""
+        in parallel (over ssh each step is a round trip). Returns what was done; raises
+        HealIncomplete, after trying every step, when something could not be undone."""
         with ThreadPoolExecutor(max_workers=len(self.topology.nodes)) as pool:
-            futures = {node.name: pool.submit(heal_node, node) for node in self.nodes()}
-        failed = {name: future.exception() for name, future in futures.items() if future.exception()}
-        if failed:
-            raise ChaoslabError("heal failed: " + "; ".join(f"{name}: {error}" for name, error in failed.items()))
+            results = list(pool.map(heal_node, self.nodes()))
+        done = [line for healed, _ in results for line in healed]
+        failed = [line for _, problems in results for line in problems]
         # After a split brain the client may still send to the backup's link address: the master
         # never left MASTER, so it sends no new gratuitous ARP. The lab's own client asks again.
         if self.provider.owns_client:
             run(self.provider.client_command(["ip", "neigh", "flush", "to", self.topology.vip]))
-        return [line for future in futures.values() for line in future.result()]
+        if failed:
+            raise HealIncomplete(done, failed)
+        return done

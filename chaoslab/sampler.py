@@ -12,14 +12,17 @@ and stops by itself, or at SIGTERM / SIGINT.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TextIO
 
 from chaoslab.client import Outcome, request_vip
 from chaoslab.topology import Topology
@@ -54,26 +57,30 @@ def next_samples(path: Path, count: int, timeout: float) -> list[Outcome]:
 
 
 class Sampler:
-    def __init__(self, topology: Topology, output: Path, interval: float, timeout: float,
-                 max_duration: float, max_count: int):
-        self.topology = topology
+    """Calls `request` once per slot of `interval` seconds, each on a worker of its own, and writes
+    each outcome as one JSON line. A slot that finds every worker busy is skipped, never made up
+    later: the schedule stays one request per interval, with no burst after a stall."""
+
+    def __init__(self, request: Callable[[], Outcome], output: Path, interval: float, timeout: float,
+                 max_duration: float, max_count: int | None = None, workers: int | None = None):
+        self.request = request
         self.output = output
         self.interval = interval
         self.timeout = timeout
         self.max_duration = max_duration
-        self.max_count = max_count
+        self.max_count = max_count if max_count is not None else math.floor(max_duration / interval) + 1
         self.stopping = threading.Event()
         self.write_lock = threading.Lock()
-        self.workers = pool_size(interval, timeout)
+        self.workers = workers or pool_size(interval, timeout)
         self.in_flight = threading.BoundedSemaphore(self.workers)
+        self.skipped = 0
 
     def stop(self, *_: object) -> None:
         self.stopping.set()
 
-    def _measure(self, handle) -> None:
+    def _measure(self, handle: TextIO) -> None:
         try:
-            outcome: Outcome = request_vip(self.topology, self.timeout)
-            line = json.dumps(outcome.to_json(), separators=(",", ":"))
+            line = json.dumps(self.request().to_json(), separators=(",", ":"))
             with self.write_lock:
                 handle.write(line + "\n")
                 handle.flush()
@@ -86,15 +93,15 @@ class Sampler:
         start = time.perf_counter()
         with open(self.output, "a", encoding="utf-8") as handle, \
                 ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sample") as pool:
-            while not self.stopping.is_set() and sent < self.max_count:
-                slot = start + sent * self.interval
-                if slot - start > self.max_duration:
+            for slot in itertools.count():
+                if self.stopping.is_set() or sent >= self.max_count or slot * self.interval > self.max_duration:
                     break
-                delay = slot - time.perf_counter()
+                delay = start + slot * self.interval - time.perf_counter()
                 if delay > 0 and self.stopping.wait(delay):
                     break
-                if not self.in_flight.acquire(timeout=self.timeout):
-                    continue  # every worker is stuck: skip this slot rather than queue it
+                if not self.in_flight.acquire(blocking=False):
+                    self.skipped += 1  # every worker is busy: this slot is lost, the next one keeps time
+                    continue
                 pool.submit(self._measure, handle)
                 sent += 1
         return sent
@@ -106,14 +113,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.01, help="seconds between requests (default 0.01)")
     parser.add_argument("--timeout", type=float, default=1.0, help="seconds before a request counts as timeout")
     parser.add_argument("--max-duration", type=float, default=MAX_DURATION, help="stop after this many seconds")
-    parser.add_argument("--max-count", type=int, default=int(MAX_DURATION / 0.01), help="stop after this many requests")
+    parser.add_argument("--max-count", type=int, help="stop after this many requests (default: one per interval of "
+                                                       "--max-duration)")
     args = parser.parse_args(argv)
     if not 0.001 <= args.interval <= 60 or not 0 < args.timeout <= 10 or not 0 < args.max_duration <= 86400:
         parser.error("interval must be within 0.001..60 s, timeout within 0..10 s, max-duration within 0..86400 s")
-    sampler = Sampler(Topology.load(), args.output, args.interval, args.timeout, args.max_duration, args.max_count)
+    topology = Topology.load()
+    sampler = Sampler(lambda: request_vip(topology, args.timeout), args.output, args.interval, args.timeout,
+                      args.max_duration, args.max_count)
     signal.signal(signal.SIGTERM, sampler.stop)
     signal.signal(signal.SIGINT, sampler.stop)
     sampler.run()
+    if sampler.skipped:
+        print(f"sampler: {sampler.skipped} slots skipped: all {sampler.workers} workers were busy", file=sys.stderr)
     return 0
 
 

@@ -7,20 +7,24 @@
 # Nothing is started here: configure.sh renders the configs and starts the
 # services.
 #
-#   install.sh --role loadbalancer|webserver|lab [-- EXTRA_PACKAGE...]
+#   install.sh --role loadbalancer|webserver|lab [--list] [-- EXTRA_PACKAGE...]
+#
+# --list prints the packages, one a line, and installs nothing.
 set -euo pipefail
 
 role=""
+list=false
 extra=()
 
 usage() {
-    echo "usage: $0 --role loadbalancer|webserver|lab [-- EXTRA_PACKAGE...]" >&2
+    echo "usage: $0 --role loadbalancer|webserver|lab [--list] [-- EXTRA_PACKAGE...]" >&2
     exit 2
 }
 
 while [ $# -gt 0 ]; do
     case "$1" in
         --role) [ $# -ge 2 ] || usage; role="$2"; shift 2 ;;
+        --list) list=true; shift ;;
         --) shift; extra=("$@"); break ;;
         *) usage ;;
     esac
@@ -44,12 +48,17 @@ fi
 case "$role" in
     loadbalancer) packages=(haproxy keepalived) ;;
     webserver) packages=("$web_package") ;;
-    # the netns lab: every daemon on one machine, iptables for link faults and
-    # partitions, util-linux for setsid
-    lab) packages=(haproxy keepalived "$web_package" iptables util-linux) ;;
+    # the netns lab: every daemon on one machine, util-linux for setsid
+    lab) packages=(haproxy keepalived "$web_package" util-linux) ;;
     *) usage ;;
 esac
-packages+=(tcpdump python3 "${tools[@]}" "${extra[@]}")
+# iptables: link faults and VRRP partitions, on any node
+packages+=(tcpdump iptables python3 "${tools[@]}" "${extra[@]}")
+
+if [ "$list" = true ]; then
+    printf '%s\n' "${packages[@]}"
+    exit 0
+fi
 
 is_installed() {
     if [ "$family" = debian ]; then

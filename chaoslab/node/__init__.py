@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal as signals
 import subprocess
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from chaoslab.commands import CommandResult
@@ -21,9 +21,14 @@ from chaoslab.topology import NodeSpec, Profile, Topology
 VRRP_STATE_LOG = "run/chaoslab/vrrp-state.log"
 DEGRADE_CHAIN = "CHAOSLAB-DEGRADE"
 PARTITION_CHAIN = "CHAOSLAB-PARTITION"
-DROP_NETEM = 'if tc qdisc show dev "$1" root 2>/dev/null | grep -q netem; then tc qdisc del dev "$1" root; fi; true'
-DROP_CHAIN = 'while iptables -w -D "$2" -j "$1" 2>/dev/null; do :; done; iptables -w -F "$1" 2>/dev/null; ' \
-             'iptables -w -X "$1" 2>/dev/null; true'
+# Undo a degradation or partition; fine when there is none (without the tool there can be none), a
+# failure when it cannot look or undo (no permission): the exit status says which, so a heal never
+# reports what it did not do.
+DROP_NETEM = ('command -v tc >/dev/null || exit 0; qdisc=$(tc qdisc show dev "$1" root) || exit 1; '
+              'case "$qdisc" in *netem*) tc qdisc del dev "$1" root ;; esac')
+DROP_CHAIN = ('command -v iptables >/dev/null || exit 0; iptables -w -n -L "$2" >/dev/null || exit 1; '
+              'iptables -w -n -L "$1" >/dev/null 2>&1 || exit 0; '
+              'while iptables -w -D "$2" -j "$1" 2>/dev/null; do :; done; iptables -w -F "$1" && iptables -w -X "$1"')
 
 
 def parse_signal(value: str | int) -> signals.Signals:
@@ -37,6 +42,18 @@ def parse_signal(value: str | int) -> signals.Signals:
         known = ", ".join(s.name for s in (signals.SIGTERM, signals.SIGKILL, signals.SIGSTOP,
                                            signals.SIGCONT, signals.SIGHUP, signals.SIGINT))
         raise ChaoslabError(f"unknown signal {value!r}; use a name or number such as {known}") from None
+
+
+def undo_each(*steps: Callable[[], None]) -> None:
+    """Try every step, then fail naming each that failed."""
+    failed = []
+    for step in steps:
+        try:
+            step()
+        except ChaoslabError as error:
+            failed.append(str(error))
+    if failed:
+        raise ChaoslabError("; ".join(failed))
 
 
 @dataclass(frozen=True)
@@ -224,8 +241,8 @@ class Node(ABC):
         """Undo degrade_link on an interface (both mechanisms); harmless when nothing is set.
         A root qdisc other than netem is the host's own (shaping on a real host): it stays."""
         self.check_interface(interface)
-        self.run(["sh", "-c", DROP_NETEM, "sh", interface])
-        self._drop_chain(DEGRADE_CHAIN, "OUTPUT")
+        undo_each(lambda: self._undo(["sh", "-c", DROP_NETEM, "sh", interface], f"remove the netem qdisc of {interface}"),
+                  lambda: self._drop_chain(DEGRADE_CHAIN, "OUTPUT"))
 
     def block_vrrp(self, peers: Sequence[str]) -> None:
         """Drop VRRP (IP protocol 112) from and to the peers; other traffic flows."""
@@ -236,8 +253,7 @@ class Node(ABC):
             self.run(["iptables", "-w", "-A", PARTITION_CHAIN, "-p", "vrrp", "-d", peer, "-j", "DROP"], check=True)
 
     def unblock_vrrp(self) -> None:
-        self._drop_chain(PARTITION_CHAIN, "INPUT")
-        self._drop_chain(PARTITION_CHAIN, "OUTPUT")
+        undo_each(lambda: self._drop_chain(PARTITION_CHAIN, "INPUT"), lambda: self._drop_chain(PARTITION_CHAIN, "OUTPUT"))
 
     def _ensure_chain(self, chain: str, hook: str) -> None:
         self.run(["iptables", "-w", "-N", chain])  # exists already: fine
@@ -247,4 +263,11 @@ class Node(ABC):
     def _drop_chain(self, chain: str, hook: str) -> None:
         """Unhook, flush and delete a chain, harmless when it does not exist (one command: over
         ssh each costs a round trip)."""
-        self.run(["sh", "-c", DROP_CHAIN, "sh", chain, hook])
+        self._undo(["sh", "-c", DROP_CHAIN, "sh", chain, hook], f"remove the iptables chain {chain} from {hook}")
+
+    def _undo(self, argv: Sequence[str], what: str) -> None:
+        result = self.run(argv)
+        if not result.ok:
+            detail = (result.stderr or result.stdout).strip().splitlines()
+            raise ChaoslabError(f"could not {what} on {self.name}" + (f": {detail[-1]}" if detail else
+                                                                       f" (exit {result.returncode})"))

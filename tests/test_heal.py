@@ -1,0 +1,83 @@
+"""A heal says what it could not undo: the link-heal commands run by a real shell, with `tc` and
+`iptables` that refuse (as a refused sudo or a missing tool does) or that find nothing to undo."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from chaoslab.commands import CommandResult
+from chaoslab.errors import ChaoslabError
+from chaoslab.lab import heal_node
+from chaoslab.node import Node
+from chaoslab.topology import Topology
+
+REFUSING = "#!/bin/sh\necho 'sudo: a password is required' >&2\nexit 1\n"
+# nothing to undo: no netem qdisc, the hooks exist, chaoslab's chains do not
+NOTHING_SET = """#!/bin/sh
+case "$*" in
+    *"qdisc show"*) echo "qdisc noqueue 0: root refcnt 2" ;;
+    *"-L OUTPUT"*|*"-L INPUT"*) exit 0 ;;
+    *"-L CHAOSLAB"*) echo "iptables: No chain/target/match by that name." >&2; exit 1 ;;
+    *) echo "unexpected: $*" >&2; exit 3 ;;
+esac
+"""
+
+
+class ShellNode(Node):
+    """A node whose commands run in a local shell with the test's tools first on PATH."""
+
+    def __init__(self, tools: Path):
+        topology = Topology.load()
+        super().__init__(topology.node("haproxy-1"), topology, topology.profile())
+        self.tools = tools
+
+    def run(self, argv: Sequence[str], timeout: float = 30.0, check: bool = False) -> CommandResult:
+        completed = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+                                   env={**os.environ, "PATH": f"{self.tools}:/usr/bin:/bin"})
+        return CommandResult(tuple(argv), completed.returncode, completed.stdout, completed.stderr)
+
+    def spawn(self, argv): raise NotImplementedError
+    def read_file(self, relative): return None
+    def start_service(self, service): pass
+    def stop_service(self, service): pass
+    def service_pids(self, service): return [1]
+    def signal_service(self, service, signal): return []
+    def halt(self): pass
+    def boot(self): pass
+    def is_halted(self): return False
+    def link_down(self, interface): pass
+    def link_up(self, interface): pass
+    def is_service_frozen(self, service): return False
+
+
+def node_with(tmp_path: Path, script: str) -> ShellNode:
+    for tool in ("tc", "iptables"):
+        (tmp_path / tool).write_text(script)
+        (tmp_path / tool).chmod(0o755)
+    return ShellNode(tmp_path)
+
+
+def test_a_refused_link_heal_is_an_error_naming_what_stays(tmp_path: Path):
+    node = node_with(tmp_path, REFUSING)
+    with pytest.raises(ChaoslabError, match="could not remove the netem qdisc of eth1 on haproxy-1: sudo: a password"):
+        node.restore_link("eth1")
+    with pytest.raises(ChaoslabError, match="could not remove the iptables chain CHAOSLAB-PARTITION from INPUT"):
+        node.unblock_vrrp()
+
+
+def test_heal_tries_every_step_and_reports_each_failure(tmp_path: Path):
+    healed, failed = heal_node(node_with(tmp_path, REFUSING))
+    assert healed == []
+    text = "; ".join(failed)
+    for undone in ("the netem qdisc of eth1", "the netem qdisc of eth2", "the iptables chain CHAOSLAB-DEGRADE from OUTPUT",
+                   "the iptables chain CHAOSLAB-PARTITION from INPUT", "the iptables chain CHAOSLAB-PARTITION from OUTPUT"):
+        assert f"could not remove {undone} on haproxy-1: sudo: a password is required" in text
+
+
+def test_nothing_to_undo_is_no_failure(tmp_path: Path):
+    assert heal_node(node_with(tmp_path, NOTHING_SET)) == ([], [])
