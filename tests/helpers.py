@@ -16,7 +16,7 @@ from chaoslab.providers.libvirt_host import DATA_ROOT
 
 SHARED_PREFIX = "ctshared"
 TEST_PREFIXES = ("ctnone", "ctshared", "ctfresh", "ctkill", "ctkillup", "ctkilled", "ctexp", "ctother", "ctsched", "ctsafe",
-                 "ctfast", "ctvm", "ctvmssh", "ctplan", "ctzone", "ctlock")
+                 "ctfast", "ctvm", "ctvmssh", "ctplan", "ctzone", "ctlock", "ctvmlog")
 LAB_PROCESSES = ("haproxy", "keepalived", "apache2", "haproxy-health", "libvirtd", "virtlogd", "qemu-system-x86")
 VENV_BIN = Path(sys.executable).parent
 

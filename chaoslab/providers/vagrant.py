@@ -52,17 +52,21 @@ BACKTRACE_LINE = re.compile(r"^\s*(from )?\S+:\d+:in [`']")
 
 def vagrant_error(log: str) -> str:
     """The cause of a failed vagrant command, from its output: the exception at the head of a Ruby
-    backtrace, else Vagrant's own error message (the lines after the last progress line that are no
-    backtrace), else that its output was empty."""
-    lines = [line.rstrip() for line in log.splitlines() if line.strip() and "Progress:" not in line]
+    backtrace, or the paragraph Vagrant printed just before a backtrace (an unexpected error: the
+    machine and the exception's message), else Vagrant's own error lines, else its last lines."""
+    lines = [line.rstrip() for line in log.splitlines() if "Progress:" not in line]
     for line in lines:
         if match := RUBY_EXCEPTION.match(line.strip()):
             return f"{match['message']} ({match['type']})"
-    messages = [line.strip() for line in lines if not BACKTRACE_LINE.match(line) and not line.startswith("==> ")]
+    first_trace = next((index for index, line in enumerate(lines) if BACKTRACE_LINE.match(line)), None)
+    if first_trace:
+        paragraphs = "\n".join(lines[:first_trace]).split("\n\n")
+        message = " ".join(paragraphs[-1].split())
+        machine = re.search(r"on the\s+'([^']+)' machine", "\n".join(lines[:first_trace]))
+        return (f"{machine[1]}: " if machine else "") + message
+    messages = [line.strip() for line in lines if line.strip() and not line.startswith("==> ")]
     errors = [line for line in messages if "error" in line.lower()]
-    if errors:
-        return " ".join(errors[:3])
-    return " ".join(messages[-3:]) if messages else "vagrant printed nothing"
+    return " ".join(errors[:3] or messages[-3:]) or "vagrant printed nothing"
 
 
 class NamespacedVagrant(vagrant.Vagrant):
