@@ -66,7 +66,7 @@ def test_a_refused_link_heal_is_an_error_naming_what_stays(tmp_path: Path):
     node = node_with(tmp_path, REFUSING)
     with pytest.raises(ChaoslabError, match="could not remove the netem qdisc of eth1 on haproxy-1: sudo: a password"):
         node.restore_link("eth1")
-    with pytest.raises(ChaoslabError, match="could not remove the iptables chain CHAOSLAB-PARTITION from INPUT"):
+    with pytest.raises(ChaoslabError, match="could not remove the iptables chain CHAOSLAB-PARTITION from INPUT and OUTPUT"):
         node.unblock_vrrp()
 
 
@@ -75,9 +75,24 @@ def test_heal_tries_every_step_and_reports_each_failure(tmp_path: Path):
     assert healed == []
     text = "; ".join(failed)
     for undone in ("the netem qdisc of eth1", "the netem qdisc of eth2", "the iptables chain CHAOSLAB-DEGRADE from OUTPUT",
-                   "the iptables chain CHAOSLAB-PARTITION from INPUT", "the iptables chain CHAOSLAB-PARTITION from OUTPUT"):
+                   "the iptables chain CHAOSLAB-PARTITION from INPUT and OUTPUT"):
         assert f"could not remove {undone} on haproxy-1: sudo: a password is required" in text
 
 
 def test_nothing_to_undo_is_no_failure(tmp_path: Path):
     assert heal_node(node_with(tmp_path, NOTHING_SET)) == ([], [])
+
+
+@pytest.mark.lab
+def test_partition_and_degradation_are_undone_for_real(healthy_lab):
+    """On a real node: the partition chain hooked into INPUT and OUTPUT, the degrade chain or a netem
+    qdisc; each heal leaves no chain of chaoslab's behind and fails on nothing."""
+    node = healthy_lab.node("haproxy-1")
+    node.block_vrrp([healthy_lab.topology.node("haproxy-2").address("public")])
+    node.degrade_link("eth1", loss_percent=5)
+    assert "CHAOSLAB-PARTITION" in node.run(["iptables", "-S"], check=True).stdout
+    node.unblock_vrrp()
+    node.restore_link("eth1")
+    rules = node.run(["iptables", "-S"], check=True).stdout
+    assert "CHAOSLAB" not in rules and "netem" not in node.run(["tc", "qdisc", "show", "dev", "eth1"]).stdout
+    assert heal_node(node) == ([], [])

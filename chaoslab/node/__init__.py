@@ -26,9 +26,10 @@ PARTITION_CHAIN = "CHAOSLAB-PARTITION"
 # reports what it did not do.
 DROP_NETEM = ('command -v tc >/dev/null || exit 0; qdisc=$(tc qdisc show dev "$1" root) || exit 1; '
               'case "$qdisc" in *netem*) tc qdisc del dev "$1" root ;; esac')
-DROP_CHAIN = ('command -v iptables >/dev/null || exit 0; iptables -w -n -L "$2" >/dev/null || exit 1; '
-              'iptables -w -n -L "$1" >/dev/null 2>&1 || exit 0; '
-              'while iptables -w -D "$2" -j "$1" 2>/dev/null; do :; done; iptables -w -F "$1" && iptables -w -X "$1"')
+DROP_CHAIN = ('command -v iptables >/dev/null || exit 0; chain=$1; shift; iptables -w -n -L "$1" >/dev/null || exit 1; '
+              'iptables -w -n -L "$chain" >/dev/null 2>&1 || exit 0; '
+              'for hook in "$@"; do while iptables -w -D "$hook" -j "$chain" 2>/dev/null; do :; done; done; '
+              'iptables -w -F "$chain" && iptables -w -X "$chain"')
 
 
 def parse_signal(value: str | int) -> signals.Signals:
@@ -242,7 +243,7 @@ class Node(ABC):
         A root qdisc other than netem is the host's own (shaping on a real host): it stays."""
         self.check_interface(interface)
         undo_each(lambda: self._undo(["sh", "-c", DROP_NETEM, "sh", interface], f"remove the netem qdisc of {interface}"),
-                  lambda: self._drop_chain(DEGRADE_CHAIN, "OUTPUT"))
+                  lambda: self._drop_chain(DEGRADE_CHAIN, ("OUTPUT",)))
 
     def block_vrrp(self, peers: Sequence[str]) -> None:
         """Drop VRRP (IP protocol 112) from and to the peers; other traffic flows."""
@@ -253,17 +254,18 @@ class Node(ABC):
             self.run(["iptables", "-w", "-A", PARTITION_CHAIN, "-p", "vrrp", "-d", peer, "-j", "DROP"], check=True)
 
     def unblock_vrrp(self) -> None:
-        undo_each(lambda: self._drop_chain(PARTITION_CHAIN, "INPUT"), lambda: self._drop_chain(PARTITION_CHAIN, "OUTPUT"))
+        self._drop_chain(PARTITION_CHAIN, ("INPUT", "OUTPUT"))
 
     def _ensure_chain(self, chain: str, hook: str) -> None:
         self.run(["iptables", "-w", "-N", chain])  # exists already: fine
         if not self.run(["iptables", "-w", "-C", hook, "-j", chain]).ok:
             self.run(["iptables", "-w", "-I", hook, "-j", chain], check=True)
 
-    def _drop_chain(self, chain: str, hook: str) -> None:
-        """Unhook, flush and delete a chain, harmless when it does not exist (one command: over
-        ssh each costs a round trip)."""
-        self._undo(["sh", "-c", DROP_CHAIN, "sh", chain, hook], f"remove the iptables chain {chain} from {hook}")
+    def _drop_chain(self, chain: str, hooks: Sequence[str]) -> None:
+        """Unhook a chain from every hook, flush and delete it; harmless when it does not exist (one
+        command: over ssh each costs a round trip)."""
+        self._undo(["sh", "-c", DROP_CHAIN, "sh", chain, *hooks],
+                   f"remove the iptables chain {chain} from {' and '.join(hooks)}")
 
     def _undo(self, argv: Sequence[str], what: str) -> None:
         result = self.run(argv)

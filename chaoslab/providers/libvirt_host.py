@@ -38,6 +38,12 @@ PACKAGE_DIRECTORY = "/etc/libvirt"
 KVM_DEVICE = (10, 232)
 POOL = "default"
 START_TIMEOUT = 30.0
+# Appended to the lab's copy of qemu.conf (the last setting wins). libvirt gives each QEMU a /dev of
+# its own, rebuilt from the host's /dev mounts; where /dev/pts has no ptmx node of its own (a chroot
+# or container whose devpts is mounted with ptmxmode=000, such as a fresh system entered with chroot)
+# QEMU then fails: "-chardev pty: Failed to create PTY: No such file or directory". The lab's QEMU
+# already lives in namespaces of the lab's own; it uses the host's /dev.
+QEMU_SETTINGS = "\n# chaoslab: QEMU shares the host's /dev (see chaoslab.providers.libvirt_host)\nnamespaces = []\n"
 # inside the new mount namespace: bind the lab's folders over libvirt's, then start the daemons
 LAUNCH = """
 set -eu
@@ -111,6 +117,8 @@ class LibvirtHost:
             (libvirt / directory.lstrip("/")).mkdir(parents=True, exist_ok=True)
         for settings in Path("/etc/libvirt").glob("*.conf"):
             shutil.copy2(settings, libvirt / "etc/libvirt" / settings.name)
+        with open(libvirt / "etc/libvirt/qemu.conf", "a", encoding="utf-8") as qemu:
+            qemu.write(QEMU_SETTINGS)
         kvm = self.data_dir / "kvm"
         if Path("/dev/kvm").exists() and not kvm.exists():
             os.mknod(kvm, 0o660 | 0o020000, os.makedev(*KVM_DEVICE))
