@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from chaoslab.errors import ChaoslabError
-from chaoslab.lab import PREFIX_PATTERN, SELECTORS
-from chaoslab.node import parse_signal
-from chaoslab.providers import REGISTRY
-from chaoslab.topology import SERVICES_BY_ROLE, Topology
-
-SERVICES = sorted({service for services in SERVICES_BY_ROLE.values() for service in services})
+from chaoslab.lab.lab import SELECTORS
+from chaoslab.lab.node import parse_signal
+from chaoslab.lab.providers import REGISTRY
+from chaoslab.lab.settings import PREFIX_PATTERN
+from chaoslab.lab.topology import Topology
+from chaoslab.stack import SERVICES
 
 
 def load_experiment(path: Path) -> dict:
@@ -108,7 +108,7 @@ def check_values(where: str, arguments: dict, topology: Topology) -> list[str]:
         problems.append(f"{where}: unknown node {node!r}; known nodes: {', '.join(names)}")
     service = arguments.get("service")
     if isinstance(service, str) and service not in SERVICES:
-        problems.append(f"{where}: unknown service {service!r}; known services: {', '.join(SERVICES)}")
+        problems.append(f"{where}: unknown service {service!r}; known services: {', '.join(sorted(SERVICES))}")
     interface = arguments.get("interface")
     if isinstance(interface, str) and isinstance(node, str) and node in topology.node_names:
         known = [each.name for each in topology.node(node).interfaces]

@@ -9,15 +9,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from chaoslab.errors import ChaoslabError
+from chaoslab.stack import SERVICES
 
 # every program chaoslab runs on this machine -> the Debian package that ships it
 # (provision/setup-host.sh installs each; tests/test_dependencies.py checks that it does)
 PACKAGES = {
+    **{service.processes["debian"]: service.packages["debian"] for service in SERVICES.values() if service.packages},
     "ip": "iproute2",
     "tc": "iproute2",
-    "haproxy": "haproxy",
-    "keepalived": "keepalived",
-    "apache2": "apache2",
     "pgrep": "procps",
     "iptables": "iptables",
     "tcpdump": "tcpdump",

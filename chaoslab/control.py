@@ -11,7 +11,7 @@ arm the safeguard if the run has an abort budget (chaoslab.safeguard).
 Before the rollbacks: disarm the safeguard.
 After it (rollbacks done, or the run interrupted or failed): heal the lab,
 wait for the steady state, stop the instruments, write the journal, summary
-and charts, record the run in the history (chaoslab.history), and bring the
+and charts, record the run in the history (chaoslab.measure.history), and bring the
 lab down only if this run brought it up.
 """
 
@@ -27,15 +27,18 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import click
 from chaoslib.types import Configuration, Experiment, Journal, Secrets
 
-from chaoslab import analysis, history, safeguard, sampler, theory
+from chaoslab import safeguard
 from chaoslab.checks import check_experiment
 from chaoslab.commands import stop
 from chaoslab.errors import ChaoslabError
-from chaoslab.events import EventRecorder
-from chaoslab.lab import HealIncomplete, Lab
-from chaoslab.results import CHART, EVENTS, JOURNAL, SAMPLES, SUMMARY, create_run_dir, write_json
+from chaoslab.lab.lab import HealIncomplete, Lab
+from chaoslab.measure import analysis, history, theory
+from chaoslab.measure.events import EventRecorder
+from chaoslab.measure.results import CHART, EVENTS, JOURNAL, SAMPLES, SUMMARY, create_run_dir, write_json
+from chaoslab.paths import PROJECT_DIR
 
 logger = logging.getLogger("chaostoolkit")
 
@@ -47,17 +50,24 @@ NO_ROLLBACKS = 30  # chaoslib.exit: SystemExit(30) ends a run without its rollba
 
 @dataclass
 class Run:
+    """One measured run, from the control's first hook to its last: what it holds, and what
+    it passes to the instruments."""
+
     lab: Lab
     experiment: Experiment
     folder: Path
     brought_up: bool
     resources: ExitStack
+    experiment_file: str | None
     started: float = field(default_factory=time.time)
     sampler: subprocess.Popen | None = None
     recorder: EventRecorder | None = None
     watchdog: safeguard.Watchdog | None = None
 
 
+# The run between this control's own hooks (Chaos Toolkit calls a control's functions by name,
+# with no state of their own); nothing else reads it. Activities find the measured run through
+# the lab (Lab.measured_run).
 _run: Run | None = None
 
 
@@ -72,10 +82,11 @@ def experiment_options(experiment: Experiment) -> dict:
 def before_experiment_control(context: Experiment, configuration: Configuration = None,
                               secrets: Secrets = None, **kwargs: object) -> None:
     global _run
-    # Chaos Toolkit turns SIGTERM into an error of the activity that happens to run,
-    # and the run goes on; here it stops the run like Ctrl-C, rollbacks included.
-    signal.signal(signal.SIGTERM, interrupt_like_ctrl_c)
     resources = ExitStack()
+    # Chaos Toolkit turns SIGTERM into an error of the activity that happens to run,
+    # and the run goes on; here it stops the run like Ctrl-C, rollbacks included, until the run ends.
+    previous = signal.signal(signal.SIGTERM, interrupt_like_ctrl_c)
+    resources.callback(signal.signal, signal.SIGTERM, previous)
     try:
         lab = Lab.from_configuration(configuration, secrets)
         problems = check_experiment(context, lab.topology)
@@ -95,12 +106,12 @@ def before_experiment_control(context: Experiment, configuration: Configuration 
                 logger.warning(f"chaoslab: a previous run left a fault: {line}")
             lab.wait_ready()
         folder = create_run_dir(title)
-        _run = Run(lab, context, folder, brought_up, resources)
-        _run.recorder = EventRecorder(lab, folder / EVENTS)
+        _run = Run(lab, context, folder, brought_up, resources, experiment_source())
+        _run.recorder = EventRecorder(lab, lab.topology.vip, folder / EVENTS)
         _run.recorder.start()
         _run.sampler = start_sampler(lab, folder)
         _run.watchdog = safeguard.start(abort_budget, folder / SAMPLES, _run.recorder)
-        sampler.active_output = folder / SAMPLES
+        resources.enter_context(lab.measured_into(folder))
         logger.info(f"chaoslab: measuring from the client; results in {folder}")
     except ChaoslabError as error:
         finish(None)
@@ -118,7 +129,8 @@ def before_experiment_control(context: Experiment, configuration: Configuration 
 def start_sampler(lab: Lab, folder: Path) -> subprocess.Popen:
     samples = folder / SAMPLES
     command = lab.provider.client_command([
-        sys.executable, "-m", "chaoslab.sampler", "--output", str(samples),
+        sys.executable, "-m", "chaoslab.measure.sampler", "--output", str(samples),
+        *lab.topology.target().arguments(),
         "--interval", str(lab.provider.sampler_interval), "--timeout", str(SAMPLER_TIMEOUT),
         "--max-duration", str(SAMPLER_MAX_DURATION),
     ])
@@ -160,6 +172,7 @@ def finish(journal: Journal | None) -> None:
             recovered, not_undone = heal_and_settle(run.lab, lab_stays=not run.brought_up)
             stop_instruments(run)
             if journal is not None:
+                journal.setdefault("extensions", []).append({"name": "chaoslab", "results": str(run.folder)})
                 write_json(run.folder / JOURNAL, journal)
             write_results(run, journal, recovered, not_undone)
         except Exception:
@@ -214,7 +227,6 @@ def heal_and_settle(lab: Lab, lab_stays: bool) -> tuple[bool, list[str]]:
 
 
 def stop_instruments(run: Run) -> None:
-    sampler.active_output = None
     if run.sampler is not None:
         stop(run.sampler, grace=SAMPLER_TIMEOUT + 5)
     run.sampler = None
@@ -251,7 +263,7 @@ def write_results(run: Run, journal: Journal | None, recovered: bool, not_undone
     }
     write_json(run.folder / SUMMARY, summary)
     title = f"{run.experiment.get('title', 'experiment')} (profile {run.lab.profile.name})"
-    from chaoslab import plots  # matplotlib: loaded by the run that draws, not by every chaoslab command
+    from chaoslab.measure import plots  # matplotlib: loaded by the run that draws, not by every chaoslab command
 
     plots.plot_run(samples, events, summary, run.folder / CHART, title)
     downtime = summary.get("downtime")
@@ -262,7 +274,21 @@ def write_results(run: Run, journal: Journal | None, recovered: bool, not_undone
     if not_undone:
         logger.error(f"chaoslab: the lab keeps faults the heal could not undo ({'; '.join(not_undone)}): "
                      "undo them by hand, see summary.json's run.heal_failures")
-    history.record_run(summary, options.get("downtime_budget"), run.lab)
+    history.record_run(summary, options.get("downtime_budget"), run.experiment_file, run.lab.software_versions())
+
+
+def experiment_source() -> str | None:
+    """The experiment file `chaos run` was given (its command line's SOURCE), relative to the project
+    if it is in it; None when the control runs outside Chaos Toolkit's command line."""
+    context = click.get_current_context(silent=True)
+    source = context.params.get("source") if context is not None else None
+    if not source:
+        return None
+    path = Path(source)
+    if path.exists():
+        path = path.resolve()
+        return str(path.relative_to(PROJECT_DIR)) if path.is_relative_to(PROJECT_DIR) else str(path)
+    return source
 
 
 def journal_status(journal: Journal | None) -> str:

@@ -33,9 +33,9 @@ from pathlib import Path
 
 from chaoslib.exit import exit_gracefully
 
-from chaoslab.client import Outcome
 from chaoslab.errors import ChaoslabError
-from chaoslab.events import EventRecorder
+from chaoslab.measure.client import Outcome
+from chaoslab.measure.events import EventRecorder
 
 __all__ = ["ENVIRONMENT", "SETTING", "Unanswered", "Watchdog", "abort_after", "breach", "start"]
 

@@ -3,7 +3,7 @@
 
 The single renderer of chaoslab: the shell provisioner (configure.sh) calls it on
 a VM with root "/", the netns lab calls the same script with a per-node root
-under its state directory, and chaoslab.topology imports it for the profile
+under its state directory, and chaoslab.lab.topology imports it for the profile
 logic. Standard library only: it must run on a bare VM.
 
     render.py --node haproxy-1 --profile seed --root /

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from chaoslab.lab import Lab, LabSettings
+from chaoslab.lab.lab import Lab
+from chaoslab.lab.settings import LabSettings
 from tests.helpers import SHARED_PREFIX, TEST_PREFIXES, chaoslab_command, fresh_lab, lab_leftovers
 
 

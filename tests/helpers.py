@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from chaoslab.lab import Lab, LabSettings
+from chaoslab.lab.lab import Lab
+from chaoslab.lab.libvirt_host import DATA_ROOT
+from chaoslab.lab.settings import LabSettings
 from chaoslab.paths import PROJECT_DIR, STATE_ROOT
-from chaoslab.providers.libvirt_host import DATA_ROOT
 
 SHARED_PREFIX = "ctshared"
 TEST_PREFIXES = ("ctnone", "ctshared", "ctfresh", "ctkill", "ctkillup", "ctkilled", "ctexp", "ctother", "ctsched", "ctsafe",

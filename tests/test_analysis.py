@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from chaoslab.analysis import load_events, load_samples, summarize
-from chaoslab.client import Outcome
-from chaoslab.plots import plot_run
-from chaoslab.theory import SCENARIOS, expected_outage, master_down_interval, skew_time
+from chaoslab.measure.analysis import load_events, load_samples, summarize
+from chaoslab.measure.client import Outcome
+from chaoslab.measure.plots import plot_run
+from chaoslab.measure.theory import SCENARIOS, expected_outage, master_down_interval, skew_time
 
 INTERVAL = 0.01
 SEED_SETTINGS = {

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from chaoslab.checks import check_experiment
+from chaoslab.lab.topology import Topology
 from chaoslab.paths import PROJECT_DIR
-from chaoslab.topology import Topology
 from tests.helpers import chaoslab_command
 
 EXPERIMENTS = sorted((PROJECT_DIR / "experiments").glob("*.json"))
@@ -42,7 +42,7 @@ def test_malformed_json_names_line_and_column(tmp_path: Path):
 @pytest.mark.parametrize(("arguments", "message"), [
     ({"node": "web-9"}, "unknown node 'web-9'; known nodes: haproxy-1, haproxy-2, httpd-1, httpd-2, vrrp-master, "
                         "vrrp-backup"),
-    ({"service": "nginx"}, "unknown service 'nginx'; known services: haproxy, httpd, keepalived"),
+    ({"service": "nginx"}, "unknown service 'nginx'; known services: haproxy, haproxy-health, httpd, keepalived"),
     ({"nodee": "haproxy-1"}, "unknown argument 'nodee'; it takes: service, node"),
 ])
 def test_names_the_topology_does_not_have(arguments, message):

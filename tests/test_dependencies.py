@@ -10,10 +10,10 @@ import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
-from chaoslab import box
 from chaoslab.commands import PACKAGES
+from chaoslab.lab import box, libvirt_host
+from chaoslab.lab.providers import netns
 from chaoslab.paths import PROJECT_DIR, PROVISION_DIR
-from chaoslab.providers import libvirt_host, netns
 
 
 def top_level_imports(paths: list[Path]) -> set[str]:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from chaoslab.errors import ChaoslabError
-from chaoslab.lab import Lab, LabSettings
-from chaoslab.node import parse_signal
+from chaoslab.lab.lab import Lab
+from chaoslab.lab.node import parse_signal
+from chaoslab.lab.settings import LabSettings
 from chaoslab.service import actions as service_actions
 from chaoslab.vip import probes as vip_probes
 from tests.helpers import chaoslab_command

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from chaoslab.events import VIP_MONITOR, EventRecorder, parse_monitor_line
-from chaoslab.inventory import Host
-from chaoslab.lab import Lab, LabSettings
-from chaoslab.node import VrrpPoll
-from chaoslab.providers.ssh import SshConnection, SshNode
-from chaoslab.topology import Topology
+from chaoslab.lab.inventory import Host
+from chaoslab.lab.topology import Topology
+from chaoslab.lab.transport.ssh import SshConnection, SshTransport
+from chaoslab.lab.vrrp import NotifyLogOverSsh
+from chaoslab.measure.analysis import load_events
+from chaoslab.measure.events import VIP_MONITOR, EventRecorder, VrrpPoll, parse_monitor_line
 from tests.helpers import needs_root
 
 VIP = Topology.load().vip
@@ -29,12 +29,9 @@ class ScriptedNode:
     poll_interval = 0.01
 
     def __init__(self, polls: list[VrrpPoll], spawn: Callable[[int], None] | None = None):
-        self.polls = polls
+        self.polls = [VrrpPoll([], 0, None), *polls]  # the first look counts what the log has
         self.spawned: list[subprocess.Popen] = []
         self.spawn_hook = spawn
-
-    def read_file(self, relative: str) -> str:
-        return ""
 
     def service_pids(self, service: str) -> list[int]:
         return [1]
@@ -56,7 +53,6 @@ class ScriptedNode:
 class ScriptedLab:
     def __init__(self, node: ScriptedNode):
         self.node = node
-        self.topology = Topology.load()
 
     def loadbalancers(self) -> list[ScriptedNode]:
         return [self.node]
@@ -69,14 +65,14 @@ class ScriptedLab:
 
 
 def record(node: ScriptedNode, path: Path, seconds: float) -> list[dict]:
-    recorder = EventRecorder(ScriptedLab(node), path)
+    recorder = EventRecorder(ScriptedLab(node), VIP, path)
     recorder.start()
     time.sleep(seconds)
     recorder.stop()
     for process in node.spawned:
         process.kill()
         process.wait()
-    return recorder.events
+    return load_events(path)
 
 
 def test_an_unreachable_node_is_recorded_as_such_not_as_keepalived_stopped(tmp_path: Path):
@@ -108,7 +104,7 @@ def test_no_monitor_outlives_the_recorder_even_when_one_is_respawned_as_it_stops
             time.sleep(0.3)  # stop() runs while this monitor is being spawned
 
     node = ScriptedNode([], spawn=stop_during_respawn)
-    recorder.append(EventRecorder(ScriptedLab(node), tmp_path / "events.jsonl"))
+    recorder.append(EventRecorder(ScriptedLab(node), VIP, tmp_path / "events.jsonl"))
     recorder[0].start()
     deadline = time.monotonic() + 10
     while not stopper and time.monotonic() < deadline:
@@ -126,11 +122,9 @@ def test_no_monitor_outlives_the_recorder_even_when_one_is_respawned_as_it_stops
 
 def test_an_unreachable_ssh_host_gives_no_keepalived_state(tmp_path: Path):
     """A real ssh to a port of this machine's loopback where nothing listens: refused, so unreachable."""
-    topology = Topology.load()
     host = Host("haproxy-1", "loadbalancers", "127.0.0.1", "nobody", 1)
-    lab = Lab(LabSettings(provider="netns", prefix="ctreach"))
-    node = SshNode(topology.node("haproxy-1"), topology, lab.provider, SshConnection(host, tmp_path))
-    poll = node.vrrp_poll(0, liveness=True)
+    transport = SshTransport("haproxy-1", SshConnection(host, tmp_path))
+    poll = NotifyLogOverSsh().poll(transport, lambda: True, 0, liveness=True)
     assert (poll.reachable, poll.alive, poll.lines) == (False, None, [])
 
 

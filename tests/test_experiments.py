@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from chaoslab.lab import Lab, LabSettings
+from chaoslab.lab.lab import Lab
+from chaoslab.lab.settings import LabSettings
 from chaoslab.paths import PROJECT_DIR
 from tests.helpers import fresh_lab, lab_leftovers
 

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from chaoslab import matrix
 from chaoslab.errors import ChaoslabError
-from chaoslab.lab import Lab
+from chaoslab.lab.lab import Lab
+from chaoslab.lab.topology import Topology, renderer
+from chaoslab.measure.theory import expected_outage
 from chaoslab.paths import PROVISION_DIR, TOPOLOGY_FILE
-from chaoslab.theory import expected_outage
-from chaoslab.topology import HEALTH_CHECKER, Topology, renderer
+from chaoslab.stack import HEALTH_CHECKER
+from chaoslab.tools import matrix
 from tests.helpers import fresh_lab
 
 KEEPALIVED_LOG = "var/log/chaoslab/keepalived.log"  # the netns lab's console log of Keepalived

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import signal as signals
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,9 +13,13 @@ import pytest
 
 from chaoslab.commands import CommandResult
 from chaoslab.errors import ChaoslabError
-from chaoslab.lab import heal_node
-from chaoslab.node import Node
-from chaoslab.topology import Topology
+from chaoslab.lab.lab import heal_node
+from chaoslab.lab.machine.none import NoMachine
+from chaoslab.lab.node import Node
+from chaoslab.lab.services import ServiceManager
+from chaoslab.lab.topology import Topology
+from chaoslab.lab.transport import Transport
+from chaoslab.lab.vrrp import NotifyLog
 
 REFUSING = "#!/bin/sh\necho 'sudo: a password is required' >&2\nexit 1\n"
 # nothing to undo: no netem qdisc, the hooks exist, chaoslab's chains do not
@@ -28,12 +33,10 @@ esac
 """
 
 
-class ShellNode(Node):
-    """A node whose commands run in a local shell with the test's tools first on PATH."""
+class ShellTransport(Transport):
+    """Commands in a local shell with the test's tools first on PATH."""
 
     def __init__(self, tools: Path):
-        topology = Topology.load()
-        super().__init__(topology.node("haproxy-1"), topology, topology.profile())
         self.tools = tools
 
     def run(self, argv: Sequence[str], timeout: float = 30.0, check: bool = False) -> CommandResult:
@@ -41,25 +44,31 @@ class ShellNode(Node):
                                    env={**os.environ, "PATH": f"{self.tools}:/usr/bin:/bin"})
         return CommandResult(tuple(argv), completed.returncode, completed.stdout, completed.stderr)
 
-    def spawn(self, argv): raise NotImplementedError
-    def read_file(self, relative): return None
-    def start_service(self, service): pass
-    def stop_service(self, service): pass
-    def service_pids(self, service): return [1]
-    def signal_service(self, service, signal): return []
-    def halt(self): pass
-    def boot(self): pass
-    def is_halted(self): return False
-    def link_down(self, interface): pass
-    def link_up(self, interface): pass
-    def is_service_frozen(self, service): return False
+    def spawn(self, argv: Sequence[str]) -> subprocess.Popen:
+        raise NotImplementedError
+
+    def read_file(self, relative: str) -> str | None:
+        return None
 
 
-def node_with(tmp_path: Path, script: str) -> ShellNode:
+class RunningServices(ServiceManager):
+    """Every service runs, none is frozen: the heal has only the links to undo."""
+
+    def start(self, service: str) -> None: ...
+    def stop(self, service: str) -> None: ...
+    def pids(self, service: str) -> list[int]: return [1]
+    def signal(self, service: str, signal: signals.Signals) -> list[int]: return [1]
+    def is_frozen(self, service: str) -> bool: return False
+    def after_boot(self, services: Sequence[str]) -> None: ...
+
+
+def node_with(tmp_path: Path, script: str) -> Node:
     for tool in ("tc", "iptables"):
         (tmp_path / tool).write_text(script)
         (tmp_path / tool).chmod(0o755)
-    return ShellNode(tmp_path)
+    topology = Topology.load()
+    return Node(topology.node("haproxy-1"), topology, topology.profile(), ShellTransport(tmp_path), RunningServices(),
+                NoMachine("haproxy-1"), NotifyLog())
 
 
 def test_a_refused_link_heal_is_an_error_naming_what_stays(tmp_path: Path):

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from chaoslab import history
-from chaoslab.commands import CommandResult
 from chaoslab.errors import ChaoslabError
-from chaoslab.history import RunRecord
-from chaoslab.topology import Topology
+from chaoslab.measure import history
+from chaoslab.measure.history import RunRecord
 from tests.helpers import chaoslab_command
 
 RUN = RunRecord(
@@ -122,7 +120,7 @@ def test_a_summary_becomes_a_row():
                 "prefix": "ctx", "started": RUN.started_at, "ended": RUN.started_at + 14.6, "status": "completed",
                 "folder": f"{root}/{RUN.folder}", "aborted_by": None},
     }
-    versions = {"haproxy": RUN.haproxy_version, "keepalived": RUN.keepalived_version, "apache2": RUN.apache2_version}
+    versions = {"haproxy": RUN.haproxy_version, "keepalived": RUN.keepalived_version, "httpd": RUN.apache2_version}
     record = history.record_from_summary(summary, 10, "experiments/failover.json", versions, RUN.git_commit, root)
     assert replace(record, recorded_at=0) == replace(RUN, recorded_at=0)
 
@@ -136,11 +134,10 @@ def test_budgets_are_met_missed_or_not_judged():
 
 
 def test_recording_never_raises(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path):
-    monkeypatch.setattr(history, "software_versions", lambda lab: {})
     (tmp_path / "file").write_text("")
     monkeypatch.setenv("CHAOSLAB_RESULTS", str(tmp_path / "file" / "results"))  # not a folder: cannot be written
     with caplog.at_level(logging.ERROR, logger="chaostoolkit"):
-        assert history.record_run({"run": {"experiment": "x"}}, None, lab=None) is None
+        assert history.record_run({"run": {"experiment": "x"}}, None, None, {}) is None
     assert "could not record the run in the history" in caplog.text
 
 
@@ -170,26 +167,10 @@ def test_the_history_command_prints_a_table(tmp_path: Path):
     assert (bad.returncode, bad.stderr) == (2, "chaoslab: --last must be at least 1, not 0\n")
 
 
-def test_versions_are_read_from_the_nodes_once(monkeypatch: pytest.MonkeyPatch):
-    outputs = {  # what Debian 12's daemons print, keepalived on stderr
-        "haproxy": ("HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://haproxy.org/\n", ""),
-        "keepalived": ("", "Keepalived v2.2.7 (01/16,2022)\n\nCopyright(C) 2001-2022 Alexandre Cassen\n"),
-        "apache2": ("Server version: Apache/2.4.71 (Debian)\nServer built:   2026-11-12T08:58:41\n", ""),
-    }
-    calls = []
-
-    class Node:
-        def __init__(self, name: str):
-            self.name = name
-
-        def run(self, argv: list[str], timeout: float) -> CommandResult:
-            calls.append((self.name, argv[0]))
-            return CommandResult(tuple(argv), 0, *outputs[argv[0]])
-
-    lab = SimpleNamespace(settings=SimpleNamespace(provider="netns"), prefix="ctversions",
-                          topology=Topology.load(), node=Node)
-    monkeypatch.setattr(history, "_versions", {})
-    expected = {"haproxy": "2.6.12-1+deb12u4", "keepalived": "2.2.7", "apache2": "2.4.71"}
-    assert history.software_versions(lab) == expected
-    assert history.software_versions(lab) == expected
-    assert calls == [("haproxy-1", "haproxy"), ("haproxy-1", "keepalived"), ("httpd-1", "apache2")]
+@pytest.mark.lab
+def test_versions_are_read_from_the_nodes(shared_lab):
+    """What the lab's real daemons say of themselves (keepalived on stderr), from the services' one table."""
+    versions = shared_lab.software_versions()
+    assert set(versions) == {"haproxy", "keepalived", "httpd"}
+    assert re.fullmatch(r"2\.\d+\.\S+", versions["haproxy"]) and re.fullmatch(r"2\.\d+\.\d+", versions["keepalived"])
+    assert re.fullmatch(r"2\.4\.\d+", versions["httpd"])

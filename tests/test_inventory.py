@@ -11,13 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from chaoslab import inventory, plan
 from chaoslab.errors import ChaoslabError
-from chaoslab.inventory import Host
-from chaoslab.lab import Lab, LabSettings
+from chaoslab.lab import inventory
+from chaoslab.lab.inventory import Host
+from chaoslab.lab.lab import Lab
+from chaoslab.lab.settings import LabSettings
+from chaoslab.lab.topology import Topology
+from chaoslab.lab.transport.ssh import TIED_TO_CONNECTION, SshConnection, needs_root
+from chaoslab.lab.vrrp import VRRP_POLL
 from chaoslab.paths import PROJECT_DIR
-from chaoslab.providers.ssh import TIED_TO_CONNECTION, VRRP_POLL, SshConnection, needs_root
-from chaoslab.topology import Topology
+from chaoslab.tools import dryrun as plan
 
 INI = """
 # staging

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from chaoslab.lab import Lab
+from chaoslab.lab.lab import Lab
 
 pytestmark = pytest.mark.lab
 

@@ -11,7 +11,8 @@ from pathlib import Path
 CONTENDER = """
 import sys, time
 from chaoslab.errors import ChaoslabError
-from chaoslab.lab import Lab, LabSettings
+from chaoslab.lab.lab import Lab
+from chaoslab.lab.settings import LabSettings
 lab = Lab(LabSettings(prefix="ctlock"))
 held, deadline = [], time.monotonic() + float(sys.argv[2])
 while len(held) < int(sys.argv[1]) and time.monotonic() < deadline:

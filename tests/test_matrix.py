@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from chaoslab import matrix, matrix_docs
-from chaoslab.capture import Advert, Announcement, CrossCheck, cross_check, parse_advert, parse_announcement
-from chaoslab.client import Outcome
 from chaoslab.errors import ChaoslabError
-from chaoslab.lab import Lab, LabSettings
-from chaoslab.theory import Prediction
-from chaoslab.topology import Topology
+from chaoslab.lab.lab import Lab
+from chaoslab.lab.settings import LabSettings
+from chaoslab.lab.topology import Topology
+from chaoslab.measure.client import Outcome
+from chaoslab.measure.theory import Prediction
+from chaoslab.tools import matrix, matrix_docs
+from chaoslab.tools.capture import Advert, Announcement, CrossCheck, cross_check, parse_advert, parse_announcement
 
 VIP = "192.168.1.10"
 GARP = ("1795639415.260560 7e:fe:e9:30:ca:84 > ff:ff:ff:ff:ff:ff, ethertype ARP (0x0806), length 42: "

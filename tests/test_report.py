@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from chaoslab import history, report
-from chaoslab.history import RunRecord
-from chaoslab.report import by_experiment, changes, resilience_score, theory_window
+from chaoslab.measure import history
+from chaoslab.measure.history import RunRecord
+from chaoslab.tools import report
+from chaoslab.tools.report import by_experiment, changes, resilience_score, theory_window
 from tests.helpers import chaoslab_command
 from tests.test_history import RUN
 
@@ -189,7 +190,7 @@ def test_the_report_command_writes_the_page_or_says_why_not(tmp_path: Path):
 
 
 def test_the_benchmark_prints_its_time():
-    result = subprocess.run([sys.executable, "-m", "chaoslab.report", "--bench", "--runs", "20"],
+    result = subprocess.run([sys.executable, "-m", "chaoslab.tools.report", "--bench", "--runs", "20"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("report over 20 runs of ") and "experiments, charts included: " in result.stdout

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from chaoslab.lab import Lab, LabSettings
+from chaoslab.lab.lab import Lab
+from chaoslab.lab.settings import LabSettings
 from chaoslab.paths import PROJECT_DIR
 from tests.helpers import chaoslab_command, fresh_lab, lab_leftovers
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from chaoslab import history, safeguard
-from chaoslab.client import Outcome
+from chaoslab import safeguard
 from chaoslab.errors import ChaoslabError
-from chaoslab.lab import Lab
+from chaoslab.lab.lab import Lab
+from chaoslab.measure import history
+from chaoslab.measure.client import Outcome
 from chaoslab.paths import PROJECT_DIR
 from chaoslab.safeguard import Unanswered, Watchdog, abort_after
 from tests.helpers import VENV_BIN, fresh_lab

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from chaoslab.analysis import load_samples
-from chaoslab.client import Outcome, error_kind
-from chaoslab.sampler import Sampler
+from chaoslab.measure.analysis import load_samples
+from chaoslab.measure.client import Outcome, error_kind
+from chaoslab.measure.sampler import Sampler
 
 
 @pytest.fixture

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from chaoslab import history
 from chaoslab.errors import ChaoslabError
-from chaoslab.lab import Lab
+from chaoslab.lab.lab import Lab
+from chaoslab.measure import history
 from chaoslab.paths import PROJECT_DIR
-from chaoslab.schedule import cron_times, format_duration, make_plan, parse_duration, progress_line, unattended
+from chaoslab.tools.schedule import cron_times, format_duration, make_plan, parse_duration, progress_line, unattended
 from tests.helpers import VENV_BIN, chaoslab_command, fresh_lab
 from tests.test_report import check_page_against_history, chromium
 

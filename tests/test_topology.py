@@ -8,8 +8,8 @@ import json
 import pytest
 
 from chaoslab.errors import ChaoslabError
+from chaoslab.lab.topology import Topology
 from chaoslab.paths import TOPOLOGY_FILE
-from chaoslab.topology import Topology
 
 BASE = json.loads(TOPOLOGY_FILE.read_text())
 

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from chaoslab import inventory
-from chaoslab.lab import Lab, LabSettings
+from chaoslab.lab import inventory
+from chaoslab.lab.lab import Lab
+from chaoslab.lab.libvirt_host import LibvirtHost
+from chaoslab.lab.namespaces import namespace_inode
+from chaoslab.lab.settings import LabSettings
 from chaoslab.paths import PROJECT_DIR, STATE_ROOT
-from chaoslab.providers.libvirt_host import LibvirtHost
-from chaoslab.providers.netns import namespace_inode
 from tests.helpers import chaoslab_command
 
 pytestmark = [pytest.mark.vagrant, pytest.mark.slow]

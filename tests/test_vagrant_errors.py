@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from chaoslab.errors import ChaoslabError
-from chaoslab.lab import Lab, LabSettings
-from chaoslab.providers import vagrant
+from chaoslab.lab.lab import Lab
+from chaoslab.lab.providers import vagrant
+from chaoslab.lab.settings import LabSettings
 
 PARALLEL_FAILURE = """Bringing machine 'haproxy-1' up with 'libvirt' provider...
 ==> haproxy-1: Creating shared folders metadata...

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from chaoslib.types import Configuration, Secrets
 
-from chaoslab.lab import Lab
+from chaoslab.lab.lab import Lab
 
 __all__ = ["vrrp_masters", "vrrp_state", "vrrp_states"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from chaoslib.types import Configuration, Secrets
 
-from chaoslab.events import record_fault
-from chaoslab.lab import Lab
+from chaoslab.lab.lab import Lab
+from chaoslab.measure.events import record_fault
 
 __all__ = ["boot_node", "halt_node"]
 
@@ -14,8 +14,9 @@ def halt_node(node: str, configuration: Configuration = None, secrets: Secrets =
     """Halt `node` (a name, or vrrp-master / vrrp-backup) at once: every process
     killed, links down, nothing sent on the way out. Returns the node halted.
     Undo with boot_node."""
-    target = Lab.for_faults(configuration).node(node)
-    record_fault("inject", "halt_node", target.name)
+    lab = Lab.for_faults(configuration)
+    target = lab.node(node)
+    record_fault(lab.measured_run(), "inject", "halt_node", target.name)
     target.halt()
     return target.name
 
@@ -29,6 +30,6 @@ def boot_node(node: str | None = None, configuration: Configuration = None, secr
     for target in targets:
         if target.is_halted():
             target.boot()
-            record_fault("heal", "boot_node", target.name)
+            record_fault(lab.measured_run(), "heal", "boot_node", target.name)
             booted.append(target.name)
     return booted

@@ -10,9 +10,9 @@ from __future__ import annotations
 from chaoslib.types import Configuration, Secrets
 
 from chaoslab.errors import ChaoslabError
-from chaoslab.events import record_fault
-from chaoslab.lab import Lab
-from chaoslab.node import Node, parse_signal
+from chaoslab.lab.lab import Lab
+from chaoslab.lab.node import Node, parse_signal
+from chaoslab.measure.events import record_fault
 
 __all__ = [
     "freeze_service",
@@ -29,9 +29,9 @@ def _targets(lab: Lab, service: str, node: str | None) -> list[Node]:
         target = lab.node(node)
         target.check_service(service)
         return [target]
-    nodes = [candidate for candidate in lab.nodes() if service in candidate.spec.services]
+    nodes = [candidate for candidate in lab.nodes() if service in candidate.services]
     if not nodes:
-        known = sorted({name for spec in lab.topology.nodes for name in spec.services})
+        known = sorted({name for candidate in lab.nodes() for name in candidate.services})
         raise ChaoslabError(f"unknown service {service!r}; known services: {', '.join(known)}")
     return nodes
 
@@ -39,9 +39,10 @@ def _targets(lab: Lab, service: str, node: str | None) -> list[Node]:
 def stop_service(service: str, node: str, configuration: Configuration = None, secrets: Secrets = None) -> str:
     """Stop `service` on `node` gracefully (SIGTERM, as its service manager does).
     Returns the node it stopped on. Undo with start_service."""
-    target = Lab.for_faults(configuration).node(node)
+    lab = Lab.for_faults(configuration)
+    target = lab.node(node)
     target.check_service(service)
-    record_fault("inject", "stop_service", target.name, service)
+    record_fault(lab.measured_run(), "inject", "stop_service", target.name, service)
     target.stop_service(service)
     return target.name
 
@@ -51,22 +52,24 @@ def start_service(service: str, node: str | None = None,
     """Start `service` on `node`, or on every node meant to run it where it does not
     run (the rollback of stop_service and kill_service). Returns the nodes started on."""
     started = []
-    for target in _targets(Lab.for_faults(configuration), service, node):
+    lab = Lab.for_faults(configuration)
+    for target in _targets(lab, service, node):
         if target.is_halted() or target.service_running(service):
             continue
         target.start_service(service)
-        record_fault("heal", "start_service", target.name, service)
+        record_fault(lab.measured_run(), "heal", "start_service", target.name, service)
         started.append(target.name)
     return started
 
 
 def restart_service(service: str, node: str, configuration: Configuration = None, secrets: Secrets = None) -> str:
     """Stop and start `service` on `node`; returns the node."""
-    target = Lab.for_faults(configuration).node(node)
+    lab = Lab.for_faults(configuration)
+    target = lab.node(node)
     target.check_service(service)
-    record_fault("inject", "restart_service", target.name, service)
+    record_fault(lab.measured_run(), "inject", "restart_service", target.name, service)
     target.restart_service(service)
-    record_fault("heal", "restart_service", target.name, service)
+    record_fault(lab.measured_run(), "heal", "restart_service", target.name, service)
     return target.name
 
 
@@ -74,18 +77,20 @@ def kill_service(service: str, node: str, signal: str = "SIGKILL",
                  configuration: Configuration = None, secrets: Secrets = None) -> list[int]:
     """Send `signal` (default SIGKILL: a crash, nothing cleaned up) to every process
     of `service` on `node`. Returns the pids signalled. Undo with start_service."""
-    target = Lab.for_faults(configuration).node(node)
+    lab = Lab.for_faults(configuration)
+    target = lab.node(node)
     target.check_service(service)
-    record_fault("inject", "kill_service", target.name, service, signal=parse_signal(signal).name)
+    record_fault(lab.measured_run(), "inject", "kill_service", target.name, service, signal=parse_signal(signal).name)
     return target.kill_service(service, signal)
 
 
 def freeze_service(service: str, node: str, configuration: Configuration = None, secrets: Secrets = None) -> list[int]:
     """Freeze every process of `service` on `node` with SIGSTOP: alive, holding its
     sockets, answering nobody. Undo with thaw_service."""
-    target = Lab.for_faults(configuration).node(node)
+    lab = Lab.for_faults(configuration)
+    target = lab.node(node)
     target.check_service(service)
-    record_fault("inject", "freeze_service", target.name, service)
+    record_fault(lab.measured_run(), "inject", "freeze_service", target.name, service)
     return target.freeze_service(service)
 
 
@@ -93,9 +98,10 @@ def thaw_service(service: str, node: str | None = None,
                  configuration: Configuration = None, secrets: Secrets = None) -> list[str]:
     """Wake `service` with SIGCONT on `node`, or on every node where it is frozen."""
     thawed = []
-    for target in _targets(Lab.for_faults(configuration), service, node):
+    lab = Lab.for_faults(configuration)
+    for target in _targets(lab, service, node):
         if target.is_service_frozen(service):
             target.thaw_service(service)
-            record_fault("heal", "thaw_service", target.name, service)
+            record_fault(lab.measured_run(), "heal", "thaw_service", target.name, service)
             thawed.append(target.name)
     return thawed

@@ -7,7 +7,7 @@ import time
 from chaoslib.types import Configuration, Secrets
 
 from chaoslab.errors import ChaoslabError
-from chaoslab.lab import Lab
+from chaoslab.lab.lab import Lab
 
 __all__ = [
     "single_vip_holder",

@@ -1,0 +1,113 @@
+"""The netns lab's daemons, run by chaoslab itself (no systemd here): each with its config, pid
+and log files under the node's root, found by its namespace and process name, stopped as its
+service manager would."""
+
+from __future__ import annotations
+
+import signal as signals
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from chaoslab.errors import ChaoslabError
+from chaoslab.lab.namespaces import (
+    kill_at_once,
+    namespace_pids,
+    process_name,
+    process_state,
+    signal_pids,
+    wait_gone,
+    wait_stopped,
+    wait_until,
+)
+from chaoslab.lab.services import ServiceManager
+from chaoslab.lab.transport.netns import NetnsTransport
+from chaoslab.stack import SERVICES
+
+FAMILY = "debian"  # the lab runs this machine's Debian binaries
+# the pid files a daemon's children write besides its own: Keepalived's VRRP and checker processes
+CHILD_PID_FILES = {"keepalived": ("run/keepalived-vrrp.pid", "run/keepalived-checkers.pid")}
+# the checker before Keepalived, which reads the file the checker writes
+START_ORDER = ("httpd", "haproxy", "haproxy-health", "keepalived")
+
+
+class DirectServices(ServiceManager):
+    def __init__(self, node: str, transport: NetnsTransport):
+        self.node = node
+        self.transport = transport
+        self.namespace = transport.namespace
+        self.root: Path = transport.root
+
+    def pids(self, service: str) -> list[int]:
+        process = SERVICES[service].processes[FAMILY]
+        return [pid for pid in namespace_pids(self.namespace) if process_name(pid) == process]
+
+    def main_pid(self, service: str) -> int | None:
+        text = self.transport.read_file(SERVICES[service].lab_pid_file)
+        pid = int(text.split()[0]) if text and text.split() and text.split()[0].isdigit() else None
+        return pid if pid in self.pids(service) else None
+
+    def signal(self, service: str, signal: signals.Signals) -> list[int]:
+        if signal == signals.SIGKILL:  # a crash of the whole service, not one process after the other
+            return kill_at_once(lambda: self.pids(service))
+        signalled = signal_pids(self.pids(service), signal)
+        if signal == signals.SIGSTOP:  # frozen when this returns, as a crash is over when kill_at_once returns
+            wait_stopped(signalled, timeout=1)
+        return signalled
+
+    def is_frozen(self, service: str) -> bool:
+        return any(process_state(pid) == "T" for pid in self.pids(service))
+
+    def start(self, service: str) -> None:
+        if self.main_pid(service):
+            return
+        # pid files left by a crash name no live process of ours (or a zombie not yet reaped,
+        # which Keepalived takes for itself still running): a daemon must not trust them
+        for pid_file in (SERVICES[service].lab_pid_file, *CHILD_PID_FILES.get(service, ())):
+            (self.root / pid_file).unlink(missing_ok=True)
+        if service == "httpd":
+            self.transport.run(["apache2", "-f", str(self.root / "etc/chaoslab/httpd-lab.conf"), "-k", "start"],
+                               check=True)
+        elif service == "haproxy":
+            self.transport.run(["haproxy", "-D", "-f", str(self.root / "etc/haproxy/haproxy.cfg")], check=True)
+        elif service == "haproxy-health":
+            self._start_detached([str(self.root / "etc/keepalived/chaoslab/haproxy-health")], service)
+        else:
+            vrrp_pid, checkers_pid = CHILD_PID_FILES["keepalived"]
+            self._start_detached(
+                ["keepalived", "--dont-fork", "--log-console", "--log-detail", "--vrrp",
+                 "--use-file", str(self.root / "etc/keepalived/keepalived.conf"),
+                 "--pid", str(self.root / SERVICES["keepalived"].lab_pid_file),
+                 "--vrrp_pid", str(self.root / vrrp_pid),
+                 "--checkers_pid", str(self.root / checkers_pid)],
+                service,
+            )
+        if not wait_until(lambda: self.main_pid(service) is not None, timeout=10):
+            raise ChaoslabError(
+                f"{service} did not start on {self.node}; see the logs under {self.root / 'var/log/chaoslab'}"
+            )
+
+    def _start_detached(self, argv: Sequence[str], service: str) -> None:
+        """Start a foreground daemon in the namespace, its output in var/log/chaoslab/<service>.log."""
+        log = self.root / f"var/log/chaoslab/{service}.log"
+        with open(log, "ab") as output:
+            # setsid --fork: the daemon is nobody's child here and survives this process
+            subprocess.run(
+                ["ip", "netns", "exec", self.namespace, "setsid", "--fork", *argv],
+                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, check=True,
+            )
+
+    def stop(self, service: str) -> None:
+        main = self.main_pid(service)
+        every = self.pids(service)
+        targets = [main] if main else every
+        signal_pids(targets, signals.SIGTERM)
+        signal_pids(every, signals.SIGCONT)  # a frozen process must wake to die, as systemd does
+        if not wait_gone(every, timeout=5):
+            wait_gone(signal_pids(self.pids(service), signals.SIGKILL), timeout=2)
+
+    def after_boot(self, services: Sequence[str]) -> None:
+        """No init in a namespace: the daemons are started here, in the order they need each other."""
+        for service in START_ORDER:
+            if service in services:
+                self.start(service)

@@ -1,0 +1,264 @@
+"""The lab's one source of names, addresses and settings: provision/topology.json.
+
+The same file feeds the Vagrantfile and the shell provisioners; profile merging
+lives in provision/render.py, which this module imports so that there is one
+implementation of it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+
+from chaoslab.errors import ChaoslabError
+from chaoslab.measure.client import Target
+from chaoslab.paths import PROVISION_DIR, TOPOLOGY_FILE
+from chaoslab.stack import HEALTH_CHECKER, ROLES, stack_services
+
+TRACK_MECHANISMS = {
+    "script": ("interval", "fall", "rise"),
+    "file": ("check_interval_ms", "timeout_ms", "fall", "rise", "health_port"),
+}
+IFNAMSIZ = 15
+
+
+@cache
+def renderer() -> ModuleType:
+    """provision/render.py, the renderer the provisioners run."""
+    spec = importlib.util.spec_from_file_location("chaoslab_render", PROVISION_DIR / "render.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass(frozen=True)
+class Interface:
+    name: str
+    network: str
+    address: str
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    role: str
+    interfaces: tuple[Interface, ...]
+    vrrp_priority: int | None = None
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """The stack's services of the node's role; a profile may add helpers (Profile.services)."""
+        return stack_services(self.role)
+
+    def address(self, network: str) -> str:
+        for interface in self.interfaces:
+            if interface.network == network:
+                return interface.address
+        raise ChaoslabError(f"node {self.name} has no interface on the {network} network")
+
+    def interface(self, name: str) -> Interface:
+        for interface in self.interfaces:
+            if interface.name == name:
+                return interface
+        known = ", ".join(i.name for i in self.interfaces)
+        raise ChaoslabError(f"node {self.name} has no interface {name!r}; its interfaces: {known}")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    settings: dict
+
+    @property
+    def vrrp_version(self) -> int:
+        return self.settings["vrrp"]["version"]
+
+    @property
+    def advert_int(self) -> float:
+        return float(self.settings["vrrp"]["advert_int"])
+
+    def services(self, spec: NodeSpec) -> tuple[str, ...]:
+        """The services a node runs under this profile: its role's, and on a load balancer
+        whose Keepalived tracks a file, the checker that writes the file. The one place
+        that says which; providers, Node and Lab ask it."""
+        if spec.role == "loadbalancer" and renderer().tracks_file(self.settings):
+            return (*spec.services, HEALTH_CHECKER)
+        return spec.services
+
+
+class Topology:
+    """The parsed, validated topology."""
+
+    def __init__(self, data: dict, source: Path = TOPOLOGY_FILE):
+        self.data = data
+        self.source = source
+        self.domain: str = data["domain"]
+        self.networks = {
+            name: ipaddress.ip_network(network["subnet"]) for name, network in data["networks"].items()
+        }
+        self.vip: str = data["vip"]["address"]
+        self.vip_network: str = data["vip"]["network"]
+        self.vip_interface: str = data["vip"]["interface"]
+        self.port: int = data["vip"]["port"]
+        self.virtual_router_id: int = data["vrrp"]["virtual_router_id"]
+        self.nodes: tuple[NodeSpec, ...] = tuple(_node_spec(node) for node in data["nodes"])
+        self.client = _node_spec({**data["client"], "role": "client"})
+        self.default_profile: str = data["default_profile"]
+        validate(self)
+
+    @classmethod
+    def load(cls, path: Path = TOPOLOGY_FILE) -> Topology:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except FileNotFoundError:
+            raise ChaoslabError(f"topology file {path} does not exist") from None
+        except json.JSONDecodeError as error:
+            raise ChaoslabError(f"topology file {path} is not valid JSON: {error}") from None
+        try:
+            return cls(data, path)
+        except (KeyError, TypeError, ValueError) as error:
+            raise ChaoslabError(f"topology file {path} is malformed: {error!r}") from None
+
+    @property
+    def node_names(self) -> list[str]:
+        return [node.name for node in self.nodes]
+
+    @property
+    def loadbalancers(self) -> list[NodeSpec]:
+        return [node for node in self.nodes if node.role == "loadbalancer"]
+
+    @property
+    def webservers(self) -> list[NodeSpec]:
+        return [node for node in self.nodes if node.role == "webserver"]
+
+    @property
+    def profile_names(self) -> list[str]:
+        return sorted(self.data["profiles"])
+
+    def node(self, name: str) -> NodeSpec:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise ChaoslabError(f"unknown node {name!r}; known nodes: {', '.join(self.node_names)}")
+
+    def profile(self, name: str | None = None) -> Profile:
+        name = name or self.default_profile
+        try:
+            settings = renderer().profile_settings(self.data, name)
+        except ValueError as error:
+            raise ChaoslabError(str(error)) from None
+        profile = Profile(name, self.data["profiles"][name].get("description", ""), settings)
+        validate_profile(profile)
+        return profile
+
+    def target(self) -> Target:
+        """What the client asks: the VIP's page; each web server's page names its FQDN."""
+        return Target(f"http://{self.vip}:{self.port}/",
+                      tuple((node.name, f"{node.name}.{self.domain}") for node in self.webservers))
+
+
+def _node_spec(data: dict) -> NodeSpec:
+    return NodeSpec(
+        name=data["name"],
+        role=data["role"],
+        interfaces=tuple(Interface(i["name"], i["network"], i["address"]) for i in data["interfaces"]),
+        vrrp_priority=data.get("vrrp", {}).get("priority"),
+    )
+
+
+def validate(topology: Topology) -> None:
+    """Reject values out of range or inconsistent, naming what would be right."""
+    problems = []
+    subnets = list(topology.networks.items())
+    for index, (name, subnet) in enumerate(subnets):
+        for other_name, other in subnets[index + 1:]:
+            if subnet.overlaps(other):
+                problems.append(f"networks {name} ({subnet}) and {other_name} ({other}) overlap; give them disjoint subnets")
+    if topology.vip_network not in topology.networks:
+        problems.append(f"vip.network {topology.vip_network!r} is not one of the networks: {', '.join(topology.networks)}")
+    elif ipaddress.ip_address(topology.vip) not in topology.networks[topology.vip_network]:
+        problems.append(
+            f"VIP {topology.vip} is outside the {topology.vip_network} subnet "
+            f"{topology.networks[topology.vip_network]}; choose an address inside it"
+        )
+    if not 1 <= topology.virtual_router_id <= 255:
+        problems.append(f"vrrp.virtual_router_id {topology.virtual_router_id} is outside 1..255")
+    seen: dict[str, str] = {topology.vip: "the VIP"}
+    names: set[str] = set()
+    for node in (*topology.nodes, topology.client):
+        if node.name in names:
+            problems.append(f"node name {node.name!r} is used twice")
+        names.add(node.name)
+        if node.role not in (*ROLES, "client"):
+            problems.append(f"node {node.name} has role {node.role!r}; roles: loadbalancer, webserver")
+        if node.role == "loadbalancer" and not (node.vrrp_priority and 1 <= node.vrrp_priority <= 254):
+            problems.append(f"node {node.name}: VRRP priority {node.vrrp_priority} is outside 1..254")
+        for interface in node.interfaces:
+            if len(f"{node.name}-{interface.name}") > IFNAMSIZ:
+                problems.append(
+                    f"node {node.name}: '{node.name}-{interface.name}' is longer than {IFNAMSIZ} "
+                    "characters, the limit of a Linux interface name; shorten the node name"
+                )
+            if interface.network not in topology.networks:
+                problems.append(f"node {node.name}: unknown network {interface.network!r}")
+            elif ipaddress.ip_address(interface.address) not in topology.networks[interface.network]:
+                problems.append(
+                    f"node {node.name}: {interface.address} is outside the {interface.network} "
+                    f"subnet {topology.networks[interface.network]}"
+                )
+            if interface.address in seen:
+                problems.append(f"address {interface.address} of {node.name} is also {seen[interface.address]}")
+            seen[interface.address] = node.name
+    if len(topology.loadbalancers) != 2:
+        problems.append(f"the topology needs exactly two load balancers, it has {len(topology.loadbalancers)}")
+    if not topology.webservers:
+        problems.append("the topology has no web server")
+    if topology.default_profile not in topology.data["profiles"]:
+        problems.append(f"default_profile {topology.default_profile!r} is not one of the profiles")
+    if problems:
+        raise ChaoslabError("invalid topology: " + "; ".join(problems))
+
+
+def validate_profile(profile: Profile) -> None:
+    validate_track(profile)
+    version = profile.vrrp_version
+    advert = profile.advert_int
+    if version == 2:
+        if advert != int(advert) or not 1 <= advert <= 255:
+            raise ChaoslabError(
+                f"profile {profile.name}: VRRPv2 carries advert intervals in whole seconds 1..255, "
+                f"not {advert:g}; use vrrp version 3 for sub-second adverts"
+            )
+    elif version == 3:
+        if round(advert * 100) != advert * 100 or not 0.01 <= advert <= 40.95:
+            raise ChaoslabError(
+                f"profile {profile.name}: VRRPv3 carries advert intervals in centiseconds 0.01..40.95, not {advert:g}"
+            )
+    else:
+        raise ChaoslabError(f"profile {profile.name}: VRRP version {version} is unknown; use 2 or 3")
+
+
+def validate_track(profile: Profile) -> None:
+    """The track section names a known mechanism and has its settings; a probe's timeout
+    fits in its interval (VRRP theory counts fall x interval for detection)."""
+    track = profile.settings.get("track") or {}
+    mechanism = track.get("mechanism")
+    if mechanism not in TRACK_MECHANISMS:
+        raise ChaoslabError(
+            f"profile {profile.name}: track mechanism {mechanism!r} is unknown; use {' or '.join(TRACK_MECHANISMS)}"
+        )
+    missing = [key for key in TRACK_MECHANISMS[mechanism] if key not in track]
+    if missing:
+        raise ChaoslabError(f"profile {profile.name}: track mechanism {mechanism} needs {', '.join(missing)}")
+    if mechanism == "file" and not 0 < track["timeout_ms"] <= track["check_interval_ms"]:
+        raise ChaoslabError(
+            f"profile {profile.name}: track timeout_ms {track['timeout_ms']} must be above 0 and at most "
+            f"check_interval_ms {track['check_interval_ms']}"
+        )

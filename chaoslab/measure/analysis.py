@@ -1,0 +1,436 @@
+"""The checker: a run's samples and events in, a JSON-ready summary out.
+
+Everything here is a pure function of the client's samples (samples.jsonl, one
+Outcome per request) and the run's events (events.jsonl: faults, VRRP
+transitions, VIP moves, run start and end snapshots). The only I/O is
+load_samples / load_events, which read those JSON-lines files.
+
+Definitions (all times in seconds; absolute times are unix times, phases are
+relative to the fault injection; everything is rounded to milliseconds):
+
+- outage: a maximal run of consecutive failed samples, in order of sending.
+  Its downtime runs from the last ok sample before it to the first ok sample
+  after it, so one lost request at a 10 ms interval costs 0.02 s.
+- main outage: the longest outage that overlaps the fault window, i.e. that
+  ends after the injection (or never ends) and starts before the heal (a slow
+  host may fail a few requests, answer more, and only then stop answering).
+  This includes an outage already running when the fault was injected:
+  requests in flight at that instant are the fault's victims too.
+  "main_outage" is its index in "outages" (None if none).
+- downtime: the main outage's downtime; 0.0 when no outage overlaps the fault;
+  None when there was no fault or no sample, or when the main outage never
+  ended ("downtime_at_least" then gives the lower bound the samples prove).
+- verdict: "unknown" without samples; "invalid" when the last sample failed
+  (the VIP did not answer when the run ended); "valid" otherwise.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from chaoslab.measure.client import Outcome
+from chaoslab.measure.theory import Prediction
+
+__all__ = ["load_events", "load_samples", "summarize"]
+
+ALTERNATION_RUN = 4  # consecutive ok answers that must alternate between backends
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def load_samples(path: Path | str) -> list[Outcome]:
+    """The client's samples from a samples.jsonl file."""
+    return [Outcome.from_json(record) for record in _read_json_lines(Path(path))]
+
+
+def load_events(path: Path | str) -> list[dict]:
+    """The run's events from an events.jsonl file."""
+    return _read_json_lines(Path(path))
+
+
+def _read_json_lines(path: Path) -> list[dict]:
+    """One JSON object per line; a truncated last line (a writer killed mid-line) is dropped."""
+    lines = [(number, line) for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)]
+    lines = [(number, line) for number, line in lines if line.strip()]
+    records = []
+    for index, (number, line) in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if index == len(lines) - 1:
+                break
+            raise ValueError(f"{path}:{number}: not a JSON line ({error})") from error
+    return records
+
+
+# ---------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected fault and the heal that undid it (None if it was never healed)."""
+
+    action: str | None
+    node: str | None
+    target: str | None
+    inject: float
+    heal: float | None
+
+    def to_json(self) -> dict:
+        return {
+            "inject": _ms(self.inject),
+            "heal": _ms(self.heal),
+            "action": self.action,
+            "node": self.node,
+            "target": self.target,
+        }
+
+
+NO_FAULT_JSON = {"inject": None, "heal": None, "action": None, "node": None, "target": None}
+
+
+@dataclass(frozen=True)
+class Outage:
+    """A maximal run of consecutive failed samples."""
+
+    start: float  # sent of the first failed sample
+    last_failed: float  # sent of the last failed sample
+    end: float | None  # sent of the first ok sample after it; None if the run ended in failure
+    last_ok_before: float | None  # sent of the last ok sample before it; None if none
+    failed: int
+    by_kind: dict[str, int]
+
+    @property
+    def downtime(self) -> float | None:
+        if self.end is None or self.last_ok_before is None:
+            return None
+        return self.end - self.last_ok_before
+
+    @property
+    def downtime_at_least(self) -> float:
+        """What the samples prove even when a bound is missing."""
+        return (self.end if self.end is not None else self.last_failed) - (
+            self.last_ok_before if self.last_ok_before is not None else self.start
+        )
+
+
+# ---------------------------------------------------------------------------- summary
+
+
+def summarize(
+    samples: Sequence[Outcome],
+    events: Sequence[dict],
+    interval: float,
+    prediction: Prediction | None = None,
+    focus: str = "inject",
+) -> dict:
+    """The run's summary: requests, fault, outages, downtime, VIP timeline, phases, theory, verdict.
+
+    interval is the sampler's sending interval in seconds (it sets the tolerance
+    of the comparison with theory). focus "heal" measures the outage the heal of
+    the first fault causes instead (a master that comes back and preempts).
+    See the module docstring for the definitions.
+    """
+    samples = sorted(samples, key=moment)
+    events = sorted(events, key=lambda event: event["t"])
+    faults = pair_faults(events)
+    fault = faults[0] if faults else None
+    outages = find_outages(samples)
+    main = main_outage(outages, fault, focus)
+    downtime = main_downtime(samples, fault, main)
+    timeline, holders_before, holders_after = vip_timeline(events)
+    verdict, reason = judge(samples, fault)
+    failed = [sample for sample in samples if not sample.ok]
+    return {
+        "interval": interval,
+        "requests": len(samples),
+        "ok": len(samples) - len(failed),
+        "failed": len(failed),
+        "failed_by_kind": count_kinds(failed),
+        "first_sent": _ms(samples[0].sent) if samples else None,
+        "last_sent": _ms(samples[-1].sent) if samples else None,
+        "fault": fault.to_json() if fault else dict(NO_FAULT_JSON),
+        "faults": [each.to_json() for each in faults],
+        "outages": [outage_json(outage, events) for outage in outages],
+        "outage_count": len(outages),
+        "main_outage": next((i for i, outage in enumerate(outages) if outage is main), None),
+        "downtime": _ms(downtime),
+        "downtime_failed": main.failed if main else (0 if downtime is not None else None),
+        "downtime_at_least": _ms(main.downtime_at_least) if main else _ms(downtime),
+        "longest_gap": _ms(longest_gap(samples)),
+        "time_to_alternate": _ms(time_to_alternate(samples, fault, main)),
+        "vip_timeline": timeline,
+        "vip_holder_before": holders_before,
+        "vip_holder_after": holders_after,
+        "phases": phases(events, fault, main),
+        "theory": prediction.to_json() if prediction else None,
+        "within_theory": within_theory(prediction, fault, main, downtime, interval),
+        "verdict": verdict,
+        "verdict_reason": reason,
+    }
+
+
+# ---------------------------------------------------------------------------- faults
+
+
+def pair_faults(events: Iterable[dict]) -> list[Fault]:
+    """Every injected fault, in order, each with the first later heal of the same (node, target)."""
+    faults: list[Fault] = []
+    unhealed: dict[tuple, list[int]] = {}  # (node, target) -> indexes in faults, oldest first
+    for event in events:
+        if event.get("kind") != "fault":
+            continue
+        key = (event.get("node"), event.get("target"))
+        if event.get("phase") == "inject":
+            unhealed.setdefault(key, []).append(len(faults))
+            faults.append(Fault(event.get("action"), key[0], key[1], event["t"], None))
+        elif event.get("phase") == "heal" and unhealed.get(key):
+            index = unhealed[key].pop(0)
+            injected = faults[index]
+            faults[index] = Fault(injected.action, injected.node, injected.target, injected.inject, event["t"])
+    return faults
+
+
+def last_fault_phase(events: Iterable[dict], t: float) -> str | None:
+    """The phase ("inject" or "heal") of the fault event that most recently preceded t."""
+    phase = None
+    for event in events:
+        if event["t"] > t:
+            break
+        if event.get("kind") == "fault":
+            phase = event.get("phase")
+    return phase
+
+
+# ---------------------------------------------------------------------------- outages
+
+
+def moment(sample: Outcome) -> float:
+    """When a sample tells about the VIP: a good answer when it arrived (a SYN sent
+    into the outage and retransmitted after the VIP moved answers a second late),
+    a failure when it was sent."""
+    return sample.sent + sample.latency if sample.ok else sample.sent
+
+
+def find_outages(samples: Sequence[Outcome]) -> list[Outage]:
+    """Every maximal run of consecutive failed samples (samples sorted by sent)."""
+    outages: list[Outage] = []
+    run: list[Outcome] = []
+    last_ok: float | None = None
+    for sample in samples:
+        if not sample.ok:
+            run.append(sample)
+            continue
+        if run:
+            outages.append(_outage(run, last_ok, moment(sample)))
+            run = []
+        last_ok = moment(sample)
+    if run:
+        outages.append(_outage(run, last_ok, None))
+    return outages
+
+
+def _outage(run: list[Outcome], last_ok: float | None, end: float | None) -> Outage:
+    return Outage(run[0].sent, run[-1].sent, end, last_ok, len(run), count_kinds(run))
+
+
+def count_kinds(failed: Iterable[Outcome]) -> dict[str, int]:
+    """Failed samples per error kind, kinds sorted by name; an unlabelled failure counts as "other"."""
+    counts = Counter(sample.error or "other" for sample in failed)
+    return dict(sorted(counts.items()))
+
+
+def outage_json(outage: Outage, events: Sequence[dict]) -> dict:
+    return {
+        "start": _ms(outage.start),
+        "end": _ms(outage.end),
+        "last_ok_before": _ms(outage.last_ok_before),
+        "downtime": _ms(outage.downtime),
+        "failed": outage.failed,
+        "by_kind": outage.by_kind,
+        "after": last_fault_phase(events, outage.start),
+    }
+
+
+def main_outage(outages: Sequence[Outage], fault: Fault | None, focus: str = "inject") -> Outage | None:
+    """The longest outage overlapping the fault window: ends after the injection, starts before the
+    heal (a slow host can answer some requests while a service goes down: brief failures before
+    the real outage). With focus "heal": the first outage that ends after the heal."""
+    if fault is None:
+        return None
+    if focus == "heal":
+        if fault.heal is None:
+            return None
+        return next((outage for outage in outages if outage.end is None or outage.end > fault.heal), None)
+    window = [outage for outage in outages if (outage.end is None or outage.end > fault.inject)
+              and (fault.heal is None or outage.start < fault.heal)]
+    return max(window, key=lambda outage: math.inf if outage.end is None else outage.downtime_at_least, default=None)
+
+
+def main_downtime(samples: Sequence[Outcome], fault: Fault | None, main: Outage | None) -> float | None:
+    """The main outage's downtime; 0.0 if the fault caused none; None if unknown or nothing to measure."""
+    if fault is None or not samples:
+        return None
+    return main.downtime if main else 0.0
+
+
+def longest_gap(samples: Sequence[Outcome]) -> float | None:
+    """The largest time between two consecutive ok samples over the whole run (None if < 2 ok)."""
+    sent = [moment(sample) for sample in samples if sample.ok]
+    return max((later - earlier for earlier, later in itertools.pairwise(sent)), default=None)
+
+
+def time_to_alternate(samples: Sequence[Outcome], fault: Fault | None, main: Outage | None) -> float | None:
+    """Seconds from the injection until round robin is back: the first of ALTERNATION_RUN consecutive
+    ok answers, after the main outage, whose backends strictly alternate."""
+    if fault is None:
+        return None
+    if main is not None and main.end is None:
+        return None
+    search_from = main.end if main is not None else fault.inject
+    first = bisect.bisect_left([moment(sample) for sample in samples], search_from)
+    for index in range(first, len(samples) - ALTERNATION_RUN + 1):
+        if _alternates(samples[index : index + ALTERNATION_RUN]):
+            return moment(samples[index]) - fault.inject
+    return None
+
+
+def _alternates(window: Sequence[Outcome]) -> bool:
+    return all(sample.ok for sample in window) and all(
+        earlier.backend != later.backend for earlier, later in itertools.pairwise(window)
+    )
+
+
+# ---------------------------------------------------------------------------- VIP and VRRP
+
+
+def run_snapshot(events: Iterable[dict], phase: str) -> dict | None:
+    """The first run event of that phase ("start" or "end")."""
+    return next((e for e in events if e.get("kind") == "run" and e.get("phase") == phase), None)
+
+
+def vip_timeline(events: Sequence[dict]) -> tuple[list[dict], list[str] | None, list[str] | None]:
+    """(timeline, holders at start, holders at end) of the VIP.
+
+    The timeline starts with the run's start snapshot and gets one entry per VIP
+    event after it; the end snapshot is appended only when it disagrees with the
+    events (an event was missed). Holders are sorted node names.
+    """
+    start, end = run_snapshot(events, "start"), run_snapshot(events, "end")
+    holders: set[str] = set(start.get("holders") or []) if start else set()
+    timeline = [{"t": _ms(start["t"]), "holders": sorted(holders)}] if start else []
+    for event in events:
+        if event.get("kind") != "vip" or (start and event["t"] < start["t"]):
+            continue
+        if event.get("change") == "acquired":
+            holders.add(event["node"])
+        elif event.get("change") == "released":
+            holders.discard(event["node"])
+        timeline.append({"t": _ms(event["t"]), "holders": sorted(holders)})
+    if end and end.get("holders") is not None and sorted(end["holders"]) != sorted(holders):
+        holders = set(end["holders"])
+        timeline.append({"t": _ms(end["t"]), "holders": sorted(holders)})
+    known = bool(start or end or timeline)
+    before = sorted(start.get("holders") or []) if start else None
+    return timeline, before, sorted(holders) if known else None
+
+
+def masters_at_start(events: Sequence[dict]) -> set[str]:
+    """The node(s) in MASTER state at the start snapshot, else the VIP holders then."""
+    start = run_snapshot(events, "start")
+    if not start:
+        return set()
+    masters = {node for node, state in (start.get("states") or {}).items() if state == "MASTER"}
+    return masters or set(start.get("holders") or [])
+
+
+def phases(events: Sequence[dict], fault: Fault | None, main: Outage | None) -> dict:
+    """detection, takeover and answering, in seconds after the injection (None if not seen)."""
+    if fault is None:
+        return {"detection": None, "takeover": None, "answering": None}
+    after = [event for event in events if event["t"] >= fault.inject]
+    masters = masters_at_start(events)
+    detection = _first_time(after, lambda event: _leaves_master(event, masters))
+    takeover = _first_time(after, lambda event: _takes_over(event, masters))
+    answering = main.end if main is not None else None
+    return {
+        "detection": _ms(_since(detection, fault.inject)),
+        "takeover": _ms(_since(takeover, fault.inject)),
+        "answering": _ms(_since(answering, fault.inject)),
+    }
+
+
+def _leaves_master(event: dict, masters: set[str]) -> bool:
+    """An old master gives up: a VRRP state other than MASTER, or it releases the VIP."""
+    if event.get("node") not in masters:
+        return False
+    if event.get("kind") == "vrrp":
+        return event.get("state") != "MASTER"
+    return event.get("kind") == "vip" and event.get("change") == "released"
+
+
+def _takes_over(event: dict, masters: set[str]) -> bool:
+    """Another node becomes VRRP MASTER."""
+    return event.get("kind") == "vrrp" and event.get("state") == "MASTER" and event.get("node") not in masters
+
+
+def _first_time(events: Iterable[dict], matches: Callable[[dict], bool]) -> float | None:
+    return next((event["t"] for event in events if matches(event)), None)
+
+
+# ---------------------------------------------------------------------------- judgement
+
+
+def within_theory(
+    prediction: Prediction | None,
+    fault: Fault | None,
+    main: Outage | None,
+    downtime: float | None,
+    interval: float,
+) -> bool | None:
+    """Whether the downtime falls in the predicted window, give or take max(2 intervals, 10 % of high).
+
+    None when there is nothing to compare (no prediction, no bounds, no fault, unknown downtime).
+    A prediction that the stack never recovers by itself agrees with an outage
+    that lasted until the fault was healed (or to the end of the run).
+    """
+    if prediction is None or math.isnan(prediction.high) or fault is None:
+        return None
+    if math.isinf(prediction.high):
+        return main is not None and (main.end is None or (fault.heal is not None and main.end >= fault.heal))
+    if main is not None and main.end is None:
+        return False
+    if downtime is None:
+        return None
+    tolerance = max(2 * interval, 0.1 * prediction.high) if math.isfinite(prediction.high) else 2 * interval
+    return prediction.low - tolerance <= downtime <= prediction.high + tolerance
+
+
+def judge(samples: Sequence[Outcome], fault: Fault | None) -> tuple[str, str]:
+    """("valid" | "invalid" | "unknown", why): does the VIP answer when the run ends?"""
+    if not samples:
+        return "unknown", "no samples: the client measured nothing"
+    what = "after the fault" if fault else "and no fault was injected"
+    if samples[-1].ok:
+        return "valid", f"the VIP answered at the end of the run {what}"
+    return "invalid", f"the VIP did not answer at the end of the run {what}"
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _since(t: float | None, origin: float) -> float | None:
+    return None if t is None else t - origin
+
+
+def _ms(value: float | None) -> float | None:
+    """Seconds rounded to the millisecond; None stays None."""
+    return None if value is None else round(value, 3)
