@@ -181,11 +181,11 @@ def test_a_measurement_without_an_outage_answers_at_once():
 ])
 def test_plan_refuses_what_it_cannot_run(profiles, scenarios, repeats, message):
     with pytest.raises(ChaoslabError, match=message):
-        matrix.plan(Topology.load(), profiles, scenarios, repeats)
+        matrix.cells_of(Topology.load(), profiles, scenarios, repeats)
 
 
 def test_every_scenario_has_its_experiment_and_a_prediction():
-    cells = matrix.plan(Topology.load(), list(matrix.PROFILES), list(matrix.SCENARIOS), 3)
+    cells = matrix.cells_of(Topology.load(), list(matrix.PROFILES), list(matrix.SCENARIOS), 3)
     assert len(cells) == len(matrix.PROFILES) * len(matrix.SCENARIOS)
     for each in cells:
         assert matrix.find_experiment(each.scenario).is_file()

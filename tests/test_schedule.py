@@ -17,7 +17,7 @@ from chaoslab.errors import ChaoslabError
 from chaoslab.lab.lab import Lab
 from chaoslab.measure import history
 from chaoslab.paths import PROJECT_DIR
-from chaoslab.tools.schedule import cron_times, format_duration, make_plan, parse_duration, progress_line, unattended
+from chaoslab.tools.schedule import cron_times, format_duration, make_schedule, parse_duration, progress_line, unattended
 from tests.helpers import VENV_BIN, chaoslab_command, fresh_lab
 from tests.test_report import check_page_against_history, chromium
 
@@ -55,7 +55,7 @@ def test_cron_says_what_it_can_express():
 
 
 def test_unattended_runs_get_a_crontab_line_and_systemd_units(tmp_path: Path):
-    plan = make_plan(["experiments/failover.json", "experiments/halt-master.json"], "30m", None, "seed")
+    plan = make_schedule(["experiments/failover.json", "experiments/halt-master.json"], "30m", None, "seed")
     settings = tmp_path / "schedule.env"
     text = unattended(plan, settings)
     command = (f"{VENV_BIN / 'chaoslab'} schedule --count 1 --profile seed {PROJECT_DIR}/experiments/failover.json "
@@ -65,10 +65,10 @@ def test_unattended_runs_get_a_crontab_line_and_systemd_units(tmp_path: Path):
     assert f"EnvironmentFile={settings}\n" in text and "Environment=" not in text.replace("EnvironmentFile=", "")
     assert "KillSignal=SIGINT\nKillMode=mixed\n" in text
     assert "[Timer]\nOnActiveSec=1min\nOnUnitActiveSec=1800s\n" in text and "WantedBy=timers.target" in text
-    odd = unattended(make_plan(["experiments/failover.json"], "45m", None, None), settings)
+    odd = unattended(make_schedule(["experiments/failover.json"], "45m", None, None), settings)
     assert "# cron cannot run every 45m exactly" in odd and "OnUnitActiveSec=2700s" in odd
     with pytest.raises(ChaoslabError, match="too often for unattended runs; use 1m or more"):
-        unattended(make_plan(["experiments/failover.json"], "30s", None, None), settings)
+        unattended(make_schedule(["experiments/failover.json"], "30s", None, None), settings)
 
 
 def test_unattended_runs_keep_the_vrrp_password_out_of_every_printed_line(tmp_path: Path):

@@ -23,6 +23,7 @@ from chaoslab.lab.providers import Provider, provider_class
 from chaoslab.lab.settings import PASSWORD_PATTERN, PREFIX_PATTERN, LabSettings
 from chaoslab.lab.topology import Profile, Topology
 from chaoslab.measure.client import Outcome, request_vip
+from chaoslab.measure.events import record_fault
 from chaoslab.measure.results import SAMPLES
 from chaoslab.measure.sampler import next_samples
 from chaoslab.paths import STATE_ROOT
@@ -286,6 +287,23 @@ class Lab:
             known = ", ".join([*self.topology.node_names, *SELECTORS])
             raise ChaoslabError(f"unknown node {name!r}; known nodes: {known}")
         return self.provider.node(name)
+
+    def fault_node(self, action: str, node: str, service: str | None = None, interface: str | None = None,
+                   **detail: object) -> Node:
+        """The node a fault is about to act on (a name or a role), its service or interface checked,
+        the fault recorded in the measured run's events before it acts."""
+        target = self.node(node)
+        if service is not None:
+            target.check_service(service)
+        if interface is not None:
+            target.check_interface(interface)
+        self.record_fault("inject", action, target.name, service or interface, **detail)
+        return target
+
+    def record_fault(self, phase: str, action: str, node: str | None, target: str | None = None,
+                     **detail: object) -> None:
+        """A fault injected or undone, in the events of the run measuring the lab (if one does)."""
+        record_fault(self.measured_run(), phase, action, node, target, **detail)
 
     def nodes(self) -> list[Node]:
         return [self.provider.node(name) for name in self.topology.node_names]

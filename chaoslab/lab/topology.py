@@ -183,11 +183,8 @@ def validate(topology: Topology) -> None:
                 problems.append(f"networks {name} ({subnet}) and {other_name} ({other}) overlap; give them disjoint subnets")
     if topology.vip_network not in topology.networks:
         problems.append(f"vip.network {topology.vip_network!r} is not one of the networks: {', '.join(topology.networks)}")
-    elif ipaddress.ip_address(topology.vip) not in topology.networks[topology.vip_network]:
-        problems.append(
-            f"VIP {topology.vip} is outside the {topology.vip_network} subnet "
-            f"{topology.networks[topology.vip_network]}; choose an address inside it"
-        )
+    elif outside := outside_subnet(topology, topology.vip, topology.vip_network):
+        problems.append(f"VIP {outside}; choose an address inside it")
     if not 1 <= topology.virtual_router_id <= 255:
         problems.append(f"vrrp.virtual_router_id {topology.virtual_router_id} is outside 1..255")
     seen: dict[str, str] = {topology.vip: "the VIP"}
@@ -208,11 +205,8 @@ def validate(topology: Topology) -> None:
                 )
             if interface.network not in topology.networks:
                 problems.append(f"node {node.name}: unknown network {interface.network!r}")
-            elif ipaddress.ip_address(interface.address) not in topology.networks[interface.network]:
-                problems.append(
-                    f"node {node.name}: {interface.address} is outside the {interface.network} "
-                    f"subnet {topology.networks[interface.network]}"
-                )
+            elif outside := outside_subnet(topology, interface.address, interface.network):
+                problems.append(f"node {node.name}: {outside}")
             if interface.address in seen:
                 problems.append(f"address {interface.address} of {node.name} is also {seen[interface.address]}")
             seen[interface.address] = node.name
@@ -224,6 +218,12 @@ def validate(topology: Topology) -> None:
         problems.append(f"default_profile {topology.default_profile!r} is not one of the profiles")
     if problems:
         raise ChaoslabError("invalid topology: " + "; ".join(problems))
+
+
+def outside_subnet(topology: Topology, address: str, network: str) -> str | None:
+    """'ADDRESS is outside the NETWORK subnet SUBNET' when it is, else None."""
+    subnet = topology.networks[network]
+    return None if ipaddress.ip_address(address) in subnet else f"{address} is outside the {network} subnet {subnet}"
 
 
 def validate_profile(profile: Profile) -> None:

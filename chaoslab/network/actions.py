@@ -5,7 +5,6 @@ from __future__ import annotations
 from chaoslib.types import Configuration, Secrets
 
 from chaoslab.lab.lab import Lab
-from chaoslab.measure.events import record_fault
 
 __all__ = ["degrade_link", "heal_partition", "link_down", "link_up", "partition_vrrp", "restore_link"]
 
@@ -13,10 +12,7 @@ __all__ = ["degrade_link", "heal_partition", "link_down", "link_up", "partition_
 def link_down(node: str, interface: str, configuration: Configuration = None, secrets: Secrets = None) -> str:
     """Pull the cable of `node` on `interface` (e.g. eth1, the public network),
     from the switch's side. Returns the node. Undo with link_up."""
-    lab = Lab.for_faults(configuration)
-    target = lab.node(node)
-    target.check_interface(interface)
-    record_fault(lab.measured_run(), "inject", "link_down", target.name, interface)
+    target = Lab.for_faults(configuration).fault_node("link_down", node, interface=interface)
     target.link_down(interface)
     return target.name
 
@@ -29,7 +25,7 @@ def link_up(node: str | None = None, interface: str | None = None,
     for target in [lab.node(node)] if node else lab.nodes():
         for name in [target.check_interface(interface)] if interface else [i.name for i in target.spec.interfaces]:
             target.link_up(name)
-    record_fault(lab.measured_run(), "heal", "link_up", node, interface)
+    lab.record_fault("heal", "link_up", node, interface)
 
 
 def degrade_link(node: str, interface: str, delay_ms: float = 0, loss_percent: float = 0,
@@ -37,11 +33,8 @@ def degrade_link(node: str, interface: str, delay_ms: float = 0, loss_percent: f
     """Delay (ms) and/or drop (percent) the packets `node` sends on `interface`,
     with tc netem; on a kernel without netem, loss only (iptables statistic).
     Returns the mechanism used. Undo with restore_link."""
-    lab = Lab.for_faults(configuration)
-    target = lab.node(node)
-    target.check_interface(interface)
-    record_fault(lab.measured_run(), "inject", "degrade_link", target.name, interface,
-                 delay_ms=delay_ms, loss_percent=loss_percent)
+    target = Lab.for_faults(configuration).fault_node("degrade_link", node, interface=interface,
+                                                     delay_ms=delay_ms, loss_percent=loss_percent)
     return target.degrade_link(interface, delay_ms, loss_percent)
 
 
@@ -53,7 +46,7 @@ def restore_link(node: str | None = None, interface: str | None = None,
     for target in [lab.node(node)] if node else lab.nodes():
         for name in [target.check_interface(interface)] if interface else [i.name for i in target.spec.interfaces]:
             target.restore_link(name)
-    record_fault(lab.measured_run(), "heal", "restore_link", node, interface)
+    lab.record_fault("heal", "restore_link", node, interface)
 
 
 def partition_vrrp(configuration: Configuration = None, secrets: Secrets = None) -> list[str]:
@@ -63,7 +56,7 @@ def partition_vrrp(configuration: Configuration = None, secrets: Secrets = None)
     lab = Lab.for_faults(configuration)
     balancers = lab.loadbalancers()
     network = lab.topology.vip_network
-    record_fault(lab.measured_run(), "inject", "partition_vrrp", None, "vrrp")
+    lab.record_fault("inject", "partition_vrrp", None, "vrrp")
     for target in balancers:
         target.block_vrrp([peer.spec.address(network) for peer in balancers if peer is not target])
     return [target.name for target in balancers]
@@ -74,4 +67,4 @@ def heal_partition(configuration: Configuration = None, secrets: Secrets = None)
     lab = Lab.for_faults(configuration)
     for target in lab.loadbalancers():
         target.unblock_vrrp()
-    record_fault(lab.measured_run(), "heal", "partition_vrrp", None, "vrrp")
+    lab.record_fault("heal", "partition_vrrp", None, "vrrp")

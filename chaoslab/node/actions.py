@@ -5,7 +5,6 @@ from __future__ import annotations
 from chaoslib.types import Configuration, Secrets
 
 from chaoslab.lab.lab import Lab
-from chaoslab.measure.events import record_fault
 
 __all__ = ["boot_node", "halt_node"]
 
@@ -14,9 +13,7 @@ def halt_node(node: str, configuration: Configuration = None, secrets: Secrets =
     """Halt `node` (a name, or vrrp-master / vrrp-backup) at once: every process
     killed, links down, nothing sent on the way out. Returns the node halted.
     Undo with boot_node."""
-    lab = Lab.for_faults(configuration)
-    target = lab.node(node)
-    record_fault(lab.measured_run(), "inject", "halt_node", target.name)
+    target = Lab.for_faults(configuration).fault_node("halt_node", node)
     target.halt()
     return target.name
 
@@ -30,6 +27,6 @@ def boot_node(node: str | None = None, configuration: Configuration = None, secr
     for target in targets:
         if target.is_halted():
             target.boot()
-            record_fault(lab.measured_run(), "heal", "boot_node", target.name)
+            lab.record_fault("heal", "boot_node", target.name)
             booted.append(target.name)
     return booted

@@ -12,7 +12,6 @@ from chaoslib.types import Configuration, Secrets
 from chaoslab.errors import ChaoslabError
 from chaoslab.lab.lab import Lab
 from chaoslab.lab.node import Node, parse_signal
-from chaoslab.measure.events import record_fault
 
 __all__ = [
     "freeze_service",
@@ -40,9 +39,7 @@ def stop_service(service: str, node: str, configuration: Configuration = None, s
     """Stop `service` on `node` gracefully (SIGTERM, as its service manager does).
     Returns the node it stopped on. Undo with start_service."""
     lab = Lab.for_faults(configuration)
-    target = lab.node(node)
-    target.check_service(service)
-    record_fault(lab.measured_run(), "inject", "stop_service", target.name, service)
+    target = lab.fault_node("stop_service", node, service=service)
     target.stop_service(service)
     return target.name
 
@@ -57,7 +54,7 @@ def start_service(service: str, node: str | None = None,
         if target.is_halted() or target.service_running(service):
             continue
         target.start_service(service)
-        record_fault(lab.measured_run(), "heal", "start_service", target.name, service)
+        lab.record_fault("heal", "start_service", target.name, service)
         started.append(target.name)
     return started
 
@@ -65,11 +62,9 @@ def start_service(service: str, node: str | None = None,
 def restart_service(service: str, node: str, configuration: Configuration = None, secrets: Secrets = None) -> str:
     """Stop and start `service` on `node`; returns the node."""
     lab = Lab.for_faults(configuration)
-    target = lab.node(node)
-    target.check_service(service)
-    record_fault(lab.measured_run(), "inject", "restart_service", target.name, service)
+    target = lab.fault_node("restart_service", node, service=service)
     target.restart_service(service)
-    record_fault(lab.measured_run(), "heal", "restart_service", target.name, service)
+    lab.record_fault("heal", "restart_service", target.name, service)
     return target.name
 
 
@@ -78,9 +73,7 @@ def kill_service(service: str, node: str, signal: str = "SIGKILL",
     """Send `signal` (default SIGKILL: a crash, nothing cleaned up) to every process
     of `service` on `node`. Returns the pids signalled. Undo with start_service."""
     lab = Lab.for_faults(configuration)
-    target = lab.node(node)
-    target.check_service(service)
-    record_fault(lab.measured_run(), "inject", "kill_service", target.name, service, signal=parse_signal(signal).name)
+    target = lab.fault_node("kill_service", node, service=service, signal=parse_signal(signal).name)
     return target.kill_service(service, signal)
 
 
@@ -88,9 +81,7 @@ def freeze_service(service: str, node: str, configuration: Configuration = None,
     """Freeze every process of `service` on `node` with SIGSTOP: alive, holding its
     sockets, answering nobody. Undo with thaw_service."""
     lab = Lab.for_faults(configuration)
-    target = lab.node(node)
-    target.check_service(service)
-    record_fault(lab.measured_run(), "inject", "freeze_service", target.name, service)
+    target = lab.fault_node("freeze_service", node, service=service)
     return target.freeze_service(service)
 
 
@@ -102,6 +93,6 @@ def thaw_service(service: str, node: str | None = None,
     for target in _targets(lab, service, node):
         if target.is_service_frozen(service):
             target.thaw_service(service)
-            record_fault(lab.measured_run(), "heal", "thaw_service", target.name, service)
+            lab.record_fault("heal", "thaw_service", target.name, service)
             thawed.append(target.name)
     return thawed

@@ -154,7 +154,7 @@ def bench_matrix(profiles: Sequence[str], scenarios: Sequence[str], repeats: int
     from chaoslab.tools import matrix_docs  # matplotlib: loaded only by the benchmark that draws
 
     topology = Topology.load()
-    cells = matrix.plan(topology, profiles, scenarios, repeats)
+    cells = matrix.cells_of(topology, profiles, scenarios, repeats)
     root = results_dir() / time.strftime("matrix-%Y%m%dT%H%M%SZ", time.gmtime())
     context = matrix_docs.RunContext.now(command)
     for profile in profiles:

@@ -17,8 +17,7 @@ from chaoslab.lab.settings import LabSettings
 from chaoslab.lab.topology import Topology
 from chaoslab.measure import history
 from chaoslab.paths import PROJECT_DIR, results_dir
-from chaoslab.tools import dryrun as plan
-from chaoslab.tools import schedule
+from chaoslab.tools import dryrun, schedule
 from chaoslab.tools.bench import bench_failover, bench_lab, bench_matrix, bench_sampler, bench_vagrant
 from chaoslab.tools.matrix import MATRIX_PREFIX, PROFILES, SCENARIOS
 
@@ -113,14 +112,14 @@ def box_build(args: argparse.Namespace) -> int:
 def schedule_runs(args: argparse.Namespace) -> int:
     if args.print_cron and args.count is not None:
         raise ChaoslabError("--print-cron prints units that run one round each time; leave out --count")
-    plan = schedule.make_plan(args.experiments, args.every, args.count, args.profile)
+    runs = schedule.make_schedule(args.experiments, args.every, args.count, args.profile)
     if args.print_cron:
         environment_file = schedule.write_environment_file(results_dir() / schedule.ENVIRONMENT_FILE,
                                                             schedule.unattended_settings(os.environ))
         print(f"# the CHAOSLAB_* settings of this shell are in {environment_file} (mode 0600)")
-        print(schedule.unattended(plan, environment_file), end="")
+        print(schedule.unattended(runs, environment_file), end="")
         return 0
-    return schedule.Scheduler(plan).run()
+    return schedule.Scheduler(runs).run()
 
 
 def history_table(args: argparse.Namespace) -> int:
@@ -156,7 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Chaos experiments against a highly available load balancer (HAProxy + Keepalived + Apache).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (add_lab_commands, add_box_commands, add_run_commands, add_experiment_commands, add_bench_commands):
+        add(commands)
+    return parser
 
+
+def add_lab_commands(commands: argparse._SubParsersAction) -> None:
+    """chaoslab lab up | down | status | exec."""
     lab = commands.add_parser("lab", help="bring the lab up or down, show it, run a command on a node")
     lab_commands = lab.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
 
@@ -177,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     execute.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     execute.add_argument("--timeout", type=float, default=60.0, help="seconds before the command is stopped")
 
+
+def add_box_commands(commands: argparse._SubParsersAction) -> None:
+    """chaoslab box build."""
     boxes = commands.add_parser("box", help="the Vagrant box of the VMs: Debian 12 for libvirt, built offline")
     box_commands = boxes.add_subparsers(dest="box_command", required=True, metavar="ACTION")
     box_help = ("build the box chaoslab/debian-12 from provision/box/ with mmdebstrap and add it to "
@@ -185,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     box_make.add_argument("--force", action="store_true", help="build and add the box even if it is up to date")
     box_make.set_defaults(handler=box_build)
 
+
+def add_run_commands(commands: argparse._SubParsersAction) -> None:
+    """chaoslab schedule | history | report: runs over time."""
     scheduling = commands.add_parser(
         "schedule", help="run experiments one after another, round after round, in the foreground",
         description="Run the experiments one after another, a round every --every, --count rounds or until "
@@ -212,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     page.add_argument("--output", help="where to write it (default results/report.html)")
     page.set_defaults(handler=write_report)
 
+
+def add_experiment_commands(commands: argparse._SubParsersAction) -> None:
+    """chaoslab check | plan: an experiment before it runs."""
     check = commands.add_parser("check", help="check experiments against chaoslab and the topology, before a run",
                                 description="check experiments against chaoslab and the topology, before a run")
     check.add_argument("experiments", nargs="+", type=Path, metavar="EXPERIMENT", help="experiment JSON files")
@@ -224,9 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     dry_run.add_argument("--provider", help="netns, vagrant or ssh (default: the experiment's configuration)")
     dry_run.add_argument("--prefix", help="the lab's prefix (default: the experiment's configuration)")
     dry_run.add_argument("--inventory", help="the ssh provider's hosts, an Ansible inventory")
-    dry_run.set_defaults(handler=lambda args: print_lines(plan.plan(
+    dry_run.set_defaults(handler=lambda args: print_lines(dryrun.dry_run(
         args.experiment, {"provider": args.provider, "prefix": args.prefix, "inventory": args.inventory})))
 
+
+def add_bench_commands(commands: argparse._SubParsersAction) -> None:
+    """chaoslab bench lab | failover | vagrant | sampler | matrix | report."""
     bench = commands.add_parser("bench", help="benchmarks that print numbers (each uses a lab of its own)")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
     bench_up = bench_commands.add_parser("lab", help="lab up until the VIP answers, and lab down: median of runs")
@@ -264,7 +281,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench_page = bench_commands.add_parser("report", help="the HTML report and its charts over synthetic runs")
     bench_page.add_argument("--runs", type=int, default=100, help="how many synthetic runs (default 100)")
     bench_page.set_defaults(handler=bench_report)
-    return parser
 
 
 def print_lines(lines: Sequence[str]) -> int:

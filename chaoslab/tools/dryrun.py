@@ -39,7 +39,7 @@ def summary_line(module_name: str, function_name: str) -> str:
     return (inspect.getdoc(function) or "").split("\n\n")[0].replace("\n", " ")
 
 
-def plan(path: Path, overrides: dict[str, str | None]) -> list[str]:
+def dry_run(path: Path, overrides: dict[str, str | None]) -> list[str]:
     """Two lines per chaoslab activity, the faults marked, in the order Chaos Toolkit runs them.
 
     The lab is the one the experiment's configuration names, with CHAOSLAB_* variables

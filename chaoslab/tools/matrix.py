@@ -266,7 +266,7 @@ def targets(topology: Topology) -> list[Target]:
     ]
 
 
-def plan(topology: Topology, profiles: Sequence[str], scenarios: Sequence[str], repeats: int) -> list[Cell]:
+def cells_of(topology: Topology, profiles: Sequence[str], scenarios: Sequence[str], repeats: int) -> list[Cell]:
     """The empty matrix, profile by profile, with theory and targets filled in; refuses an unknown
     profile or scenario, a scenario without its experiment, or fewer than one repeat."""
     unknown = [f"profile {name!r}" for name in profiles if name not in topology.profile_names]

@@ -44,7 +44,7 @@ from chaoslab.lab.topology import Topology
 from chaoslab.measure.results import SUMMARY
 from chaoslab.paths import PROJECT_DIR, results_dir
 
-__all__ = ["Plan", "Scheduler", "make_plan", "parse_duration", "unattended", "unattended_settings",
+__all__ = ["Schedule", "Scheduler", "make_schedule", "parse_duration", "unattended", "unattended_settings",
            "write_environment_file"]
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -87,7 +87,7 @@ def format_duration(seconds: float) -> str:
 
 
 @dataclass(frozen=True)
-class Plan:
+class Schedule:
     """Experiments (absolute paths) run in turn each round; a round every `every` seconds;
     `count` rounds, or until stopped (None); the settings profile, or the experiments' own."""
 
@@ -97,7 +97,7 @@ class Plan:
     profile: str | None
 
 
-def make_plan(experiments: Sequence[str], every: str, count: str | None, profile: str | None) -> Plan:
+def make_schedule(experiments: Sequence[str], every: str, count: str | None, profile: str | None) -> Schedule:
     """Check what the user asked for; every mistake is one line saying what would be right."""
     paths = []
     topology = Topology.load()
@@ -118,17 +118,17 @@ def make_plan(experiments: Sequence[str], every: str, count: str | None, profile
         rounds = int(count)
     if profile is not None:
         topology.profile(profile)  # an unknown profile names the known ones
-    return Plan(tuple(paths), parse_duration(every), rounds, profile)
+    return Schedule(tuple(paths), parse_duration(every), rounds, profile)
 
 
 # ---------------------------------------------------------------------------- running it
 
 
 class Scheduler:
-    """Runs a plan in the foreground, printing progress to out."""
+    """Runs a schedule in the foreground, printing progress to out."""
 
-    def __init__(self, plan: Plan, out: TextIO = sys.stdout):
-        self.plan = plan
+    def __init__(self, schedule: Schedule, out: TextIO = sys.stdout):
+        self.schedule = schedule
         self.out = out
         self.stop_signal: int | None = None
         self.child: subprocess.Popen | None = None
@@ -146,21 +146,21 @@ class Scheduler:
                 signal.signal(number, handler)
 
     def _rounds(self) -> int:
-        plan = self.plan
-        total = plan.count * len(plan.experiments) if plan.count else None
+        schedule = self.schedule
+        total = schedule.count * len(schedule.experiments) if schedule.count else None
         number = 0
         round_number = 0
-        while plan.count is None or round_number < plan.count:
+        while schedule.count is None or round_number < schedule.count:
             round_number += 1
             round_started = time.monotonic()
-            for experiment in plan.experiments:
+            for experiment in schedule.experiments:
                 if self.stop_signal:
                     return self._stopped(number)
                 number += 1
                 self._run_one(experiment, f"run {number}/{total}" if total else f"run {number}")
                 if self.stop_signal:
                     return self._stopped(number)
-            if plan.count is not None and round_number >= plan.count:
+            if schedule.count is not None and round_number >= schedule.count:
                 break
             self._wait_for_next_round(round_started)
             if self.stop_signal:
@@ -171,7 +171,7 @@ class Scheduler:
     def _run_one(self, experiment: Path, label: str) -> None:
         """One `chaos run`, its progress printed as it goes, its log kept in the run's folder."""
         self._say(f"{label}: {display_path(experiment)}, started {datetime.now(UTC):%H:%M:%S} UTC")
-        environment = {**os.environ, **({"CHAOSLAB_PROFILE": self.plan.profile} if self.plan.profile else {})}
+        environment = {**os.environ, **({"CHAOSLAB_PROFILE": self.schedule.profile} if self.schedule.profile else {})}
         with tempfile.TemporaryDirectory(prefix="chaoslab-schedule-") as scratch:  # for the journal and log chaos writes
             log = Path(scratch) / RUN_LOG
             journal = Path(scratch) / "journal.json"
@@ -217,11 +217,11 @@ class Scheduler:
 
     def _wait_for_next_round(self, round_started: float) -> None:
         took = time.monotonic() - round_started
-        wait = self.plan.every - took
+        wait = self.schedule.every - took
         if wait <= 0:
-            if self.plan.every > 0:
+            if self.schedule.every > 0:
                 self._say(f"the round took {format_duration(took)}, longer than --every "
-                          f"{format_duration(self.plan.every)}: the next round starts now")
+                          f"{format_duration(self.schedule.every)}: the next round starts now")
             return
         next_start = datetime.now(UTC).timestamp() + wait
         self._say(f"next round at {datetime.fromtimestamp(next_start, UTC):%H:%M:%S} UTC "
@@ -370,18 +370,18 @@ def write_environment_file(path: Path, settings: Mapping[str, str]) -> Path:
     return path
 
 
-def unattended(plan: Plan, environment_file: Path) -> str:
-    """A crontab line and systemd service and timer units that run one round of the plan every plan.every,
+def unattended(schedule: Schedule, environment_file: Path) -> str:
+    """A crontab line and systemd service and timer units that run one round of the schedule every schedule.every,
     with the settings of environment_file (see write_environment_file); no setting's value is in the text."""
-    if plan.every < 60:
-        raise ChaoslabError(f"--every {format_duration(plan.every)} is too often for unattended runs; use 1m or more")
+    if schedule.every < 60:
+        raise ChaoslabError(f"--every {format_duration(schedule.every)} is too often for unattended runs; use 1m or more")
     chaoslab = Path(sys.executable).parent / "chaoslab"
     arguments = [str(chaoslab), "schedule", "--count", "1"]
-    arguments += ["--profile", plan.profile] if plan.profile else []
-    arguments += [str(path) for path in plan.experiments]
+    arguments += ["--profile", schedule.profile] if schedule.profile else []
+    arguments += [str(path) for path in schedule.experiments]
     log = results_dir() / "schedule.log"
-    every = format_duration(plan.every)
-    times = cron_times(plan.every)
+    every = format_duration(schedule.every)
+    times = cron_times(schedule.every)
     settings = shlex.quote(str(environment_file))
     if times:
         command = (f"cd {shlex.quote(str(PROJECT_DIR))} && set -a && . {settings} && set +a && "
@@ -390,7 +390,7 @@ def unattended(plan: Plan, environment_file: Path) -> str:
     else:
         cron = (f"# cron cannot run every {every} exactly (it needs minutes that divide an hour or hours that "
                 "divide a day): use the systemd timer")
-    names = ", ".join(path.name for path in plan.experiments)
+    names = ", ".join(path.name for path in schedule.experiments)
     return f"""# crontab line (crontab -e, as root): one round every {every}, output appended to {log}
 {cron}
 
@@ -417,7 +417,7 @@ Description=chaoslab resilience runs every {every}
 
 [Timer]
 OnActiveSec=1min
-OnUnitActiveSec={round(plan.every)}s
+OnUnitActiveSec={round(schedule.every)}s
 AccuracySec=1s
 
 [Install]
