@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-FAMILIES = ("debian", "rhel")
-
 
 @dataclass(frozen=True)
 class Service:

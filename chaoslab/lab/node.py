@@ -96,7 +96,7 @@ class Node:
 
     @cached_property
     def family(self) -> str:
-        """The node's distribution family (chaoslab.stack.FAMILIES): how it names units and packages."""
+        """The node's distribution family, debian or rhel (the keys of chaoslab.stack's tables)."""
         return distribution_family(self.transport)
 
     def version(self, service: str) -> str | None:

@@ -36,5 +36,5 @@ class Transport(ABC):
 
 
 def distribution_family(transport: Transport) -> str:
-    """The node's distribution family (chaoslab.stack.FAMILIES): how it names units and packages."""
+    """The node's distribution family, debian or rhel (the keys of chaoslab.stack's tables)."""
     return "debian" if transport.run(["test", "-d", "/etc/apt"]).ok else "rhel"
