@@ -19,6 +19,7 @@ from chaoslab.lab.lab import Lab
 from chaoslab.lab.topology import Topology, renderer
 from chaoslab.measure.theory import expected_outage
 from chaoslab.paths import PROVISION_DIR, TOPOLOGY_FILE
+from chaoslab.service import actions as service_actions
 from chaoslab.stack import HEALTH_CHECKER
 from chaoslab.tools import matrix
 from tests.helpers import fresh_lab
@@ -201,6 +202,19 @@ def test_heal_restarts_a_dead_checker(fast_lab: Lab):
     wait_for(lambda: not node.service_running(HEALTH_CHECKER), timeout=3)
     assert f"started {HEALTH_CHECKER} on haproxy-2" in fast_lab.heal()
     assert node.service_running(HEALTH_CHECKER)
+
+
+@pytest.mark.lab
+def test_the_rollback_action_starts_a_profile_s_helper_where_it_is_missing(fast_lab: Lab):
+    """start_service without a node acts on every node that runs the service under the lab's profile
+    (the checker is the fast profile's, not a role's)."""
+    node = fast_lab.node("haproxy-1")
+    node.kill_service(HEALTH_CHECKER)
+    wait_for(lambda: not node.service_running(HEALTH_CHECKER), timeout=3)
+    assert service_actions.start_service(HEALTH_CHECKER, configuration={"chaoslab_prefix": fast_lab.prefix,
+                                                                        "chaoslab_profile": "fast"}) == ["haproxy-1"]
+    assert node.service_running(HEALTH_CHECKER)
+    fast_lab.wait_ready(timeout=10)
 
 
 @pytest.mark.lab
