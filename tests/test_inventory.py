@@ -20,7 +20,7 @@ from chaoslab.lab.topology import Topology
 from chaoslab.lab.transport.ssh import TIED_TO_CONNECTION, SshConnection, needs_root
 from chaoslab.lab.vrrp import VRRP_POLL
 from chaoslab.paths import PROJECT_DIR
-from chaoslab.tools import dryrun as plan
+from chaoslab.tools import dryrun
 
 INI = """
 # staging
@@ -162,8 +162,8 @@ def test_only_commands_that_change_something_get_sudo(argv: list[str], root: boo
 
 
 def test_the_dry_run_names_each_fault_and_its_hosts_and_touches_nothing(staging: Path):
-    lines = plan.plan(PROJECT_DIR / "experiments/failover.json",
-                      {"provider": "ssh", "inventory": str(staging), "prefix": "ctplan"})
+    lines = dryrun.dry_run(PROJECT_DIR / "experiments/failover.json",
+                          {"provider": "ssh", "inventory": str(staging), "prefix": "ctplan"})
     text = "\n".join(lines)
     assert "[ACTION] stop-haproxy-on-master: chaoslab.service.stop_service(service=haproxy, node=vrrp-master) on " \
            "the vrrp-master when it runs, one of haproxy-1 (admin@10.0.0.13), haproxy-2 (admin@10.0.0.14)" in text
