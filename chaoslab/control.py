@@ -173,6 +173,8 @@ def finish(journal: Journal | None) -> None:
             stop_instruments(run)
             if journal is not None:
                 journal.setdefault("extensions", []).append({"name": "chaoslab", "results": str(run.folder)})
+                if steady_state_before(journal) is False and journal.get("status") == "completed":
+                    journal["status"] = "failed"  # nothing was tested: chaos exits non-zero
                 write_json(run.folder / JOURNAL, journal)
             write_results(run, journal, recovered, not_undone)
         except Exception:
@@ -243,8 +245,9 @@ def write_results(run: Run, journal: Journal | None, recovered: bool, not_undone
     if options.get("scenario"):
         backup = min(spec.vrrp_priority for spec in run.lab.topology.loadbalancers)
         prediction = theory.expected_outage(options["scenario"], run.lab.profile.settings, backup)
+    steady_before = steady_state_before(journal)
     summary = analysis.summarize(samples, events, run.lab.provider.sampler_interval, prediction,
-                                 options.get("focus", "inject"))
+                                 options.get("focus", "inject"), steady_before)
     breach = safeguard.breach(events)
     summary["run"] = {
         "experiment": run.experiment.get("title"),
@@ -255,6 +258,7 @@ def write_results(run: Run, journal: Journal | None, recovered: bool, not_undone
         "started": run.started,
         "ended": time.time(),
         "status": journal_status(journal),
+        "steady_state_before": steady_before,
         "lab_recovered": recovered,
         "heal_failures": not_undone,
         "folder": str(run.folder),
@@ -271,6 +275,9 @@ def write_results(run: Run, journal: Journal | None, recovered: bool, not_undone
         f"chaoslab: downtime {downtime if downtime is not None else 'n/a'} s, "
         f"{summary['failed']} failed requests; chart {run.folder / CHART}"
     )
+    if steady_before is False:
+        logger.error("chaoslab: the steady state was not met before the method: nothing was tested "
+                     "(the run is marked failed)")
     if not_undone:
         logger.error(f"chaoslab: the lab keeps faults the heal could not undo ({'; '.join(not_undone)}): "
                      "undo them by hand, see summary.json's run.heal_failures")
@@ -289,6 +296,12 @@ def experiment_source() -> str | None:
         path = path.resolve()
         return str(path.relative_to(PROJECT_DIR)) if path.is_relative_to(PROJECT_DIR) else str(path)
     return source
+
+
+def steady_state_before(journal: Journal | None) -> bool | None:
+    """Whether the steady-state hypothesis held before the method; None if it was not checked."""
+    before = ((journal or {}).get("steady_states") or {}).get("before")
+    return None if before is None else bool(before.get("steady_state_met"))
 
 
 def journal_status(journal: Journal | None) -> str:

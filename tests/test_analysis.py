@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -473,16 +474,29 @@ def test_plot_run_writes_a_readable_png(tmp_path):
     assert len(data) > 20_000
 
 
-@pytest.mark.parametrize("case", ["never-recovers", "no-fault", "empty"])
+def anonymous(samples: list[Outcome]) -> list[Outcome]:
+    """The same run against an application whose answers name no backend."""
+    return [replace(sample, backend=None) for sample in samples]
+
+
+@pytest.mark.parametrize("case", ["never-recovers", "no-fault", "empty", "anonymous"])
 def test_plot_run_copes_with_edge_runs(tmp_path, case):
     samples, events = {
         "never-recovers": (never_recovering_samples(), never_recovering_events()),
         "no-fault": ([ok(index) for index in range(300)], []),
         "empty": ([], reference_events()),
+        "anonymous": (anonymous(reference_samples()), reference_events()),
     }[case]
     result = summarize(samples, events, INTERVAL)
     path = plot_run(samples, events, result, tmp_path / f"{case}.png", case)
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_answers_that_name_no_backend_are_answers_all_the_same():
+    """An application that says nothing of who served it: its answers count, the downtime is the same."""
+    samples, events = reference_samples(), reference_events()
+    named, unnamed = summarize(samples, events, INTERVAL), summarize(anonymous(samples), events, INTERVAL)
+    assert (unnamed["ok"], unnamed["failed"], unnamed["downtime"]) == (named["ok"], named["failed"], named["downtime"])
 
 
 def test_an_answer_that_arrives_late_does_not_end_the_outage_early():

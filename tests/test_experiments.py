@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from chaoslab.commands import stop
 from chaoslab.lab.lab import Lab
 from chaoslab.lab.settings import LabSettings
+from chaoslab.measure import history
 from chaoslab.paths import PROJECT_DIR
 from tests.helpers import fresh_lab, lab_leftovers
 
@@ -36,11 +38,11 @@ EXPECTED = {
 }
 
 
-def chaos_run(experiment: str, prefix: str, results: Path) -> subprocess.CompletedProcess:
+def chaos_run(experiment: str, prefix: str, results: Path, source: Path | None = None) -> subprocess.CompletedProcess:
     journal = results / f"{experiment}-journal.json"
     return subprocess.run(
         [CHAOS, "--log-file", str(results / f"{experiment}.log"), "run", "--journal-path", str(journal),
-         str(EXPERIMENTS / f"{experiment}.json")],
+         str(source or EXPERIMENTS / f"{experiment}.json")],
         capture_output=True, text=True, timeout=300, cwd=results,
         env={**os.environ, "CHAOSLAB_PREFIX": prefix, "CHAOSLAB_RESULTS": str(results)},
     )
@@ -94,6 +96,47 @@ def test_experiment_runs_for_real(experiment: str, experiment_lab: Lab, tmp_path
     if experiment in ("failover", "halt-master", "keepalived-stop"):
         assert summary["downtime"] > 0 and summary["within_theory"] is True
         assert summary["vip_holder_before"] == ["haproxy-1"]
+
+
+def test_the_steady_state_holds_while_another_client_uses_the_vip(experiment_lab: Lab, tmp_path: Path):
+    """Every real VIP has other clients: one more polls it 100 times a second through the whole run.
+    The steady state still holds (every web server answers within a window of answers; one client's
+    answers no longer alternate strictly), the method runs and the failover is measured within theory."""
+    other = subprocess.Popen(experiment_lab.provider.client_command([
+        sys.executable, "-m", "chaoslab.measure.sampler", "--output", str(tmp_path / "other-client.jsonl"),
+        *experiment_lab.topology.target().arguments(), "--interval", "0.01", "--max-duration", "120"]),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        result = chaos_run("failover", "ctexp", tmp_path)
+    finally:
+        stop(other)
+    journal = json.loads((tmp_path / "failover-journal.json").read_text())
+    assert (journal["status"], journal["deviated"]) == ("completed", False), result.stderr[-2000:]
+    assert journal["steady_states"]["before"]["steady_state_met"] is True
+    summary = check_summary_against_samples(run_folder(tmp_path))
+    assert summary["fault"]["action"] == "stop_service" and summary["within_theory"] is True
+    answered = [line for line in (tmp_path / "other-client.jsonl").read_text().splitlines() if '"backend"' in line]
+    assert len(answered) > 500
+
+
+def test_a_steady_state_not_met_before_the_method_tested_nothing(experiment_lab: Lab, tmp_path: Path):
+    """The hypothesis cannot hold (a tolerance no lab meets): nothing is injected, and the run says so:
+    the journal failed (chaos exits non-zero), the summary's verdict is unknown, the history records it."""
+    experiment = json.loads((EXPERIMENTS / "failover.json").read_text())
+    experiment["steady-state-hypothesis"]["probes"][2]["tolerance"] = False  # single-vip-holder is True
+    source = tmp_path / "impossible.json"
+    source.write_text(json.dumps(experiment))
+    result = chaos_run("impossible", "ctexp", tmp_path, source)
+    assert result.returncode == 1
+    journal = json.loads((tmp_path / "impossible-journal.json").read_text())
+    assert journal["status"] == "failed" and journal["steady_states"]["before"]["steady_state_met"] is False
+    summary = json.loads((run_folder(tmp_path) / "summary.json").read_text())
+    assert summary["verdict"] == "unknown" and "nothing was tested" in summary["verdict_reason"]
+    assert summary["run"]["steady_state_before"] is False and summary["fault"]["inject"] is None
+    [run] = history.load(history.history_path(tmp_path))
+    assert run.status == "failed"
+    assert "the steady state was not met before the method: nothing was tested" in \
+        (tmp_path / "impossible.log").read_text()
 
 
 def test_failover_on_a_fresh_machine_brings_the_lab_up_and_down(tmp_path: Path):

@@ -164,7 +164,7 @@ def wait_for(condition, timeout: float) -> float:
 @pytest.mark.lab
 def test_the_fast_lab_is_in_steady_state_with_vrrp3_adverts_every_100_ms(fast_lab: Lab):
     assert fast_lab.wait_ready(timeout=2) < 2
-    assert fast_lab.vip_holders() == ["haproxy-1"] and fast_lab.alternates(count=4)
+    assert fast_lab.vip_holders() == ["haproxy-1"] and fast_lab.balanced(count=4)
     for name in ("haproxy-1", "haproxy-2"):
         node = fast_lab.node(name)
         assert node.running_services() == ["haproxy", "keepalived", HEALTH_CHECKER]

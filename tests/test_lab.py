@@ -56,14 +56,14 @@ def test_stopping_haproxy_moves_the_vip_and_starting_it_restores(healthy_lab: La
         time.sleep(0.1)
     assert lab.vip_holders() == ["haproxy-2"]
     assert lab.vrrp_states() == {"haproxy-1": "FAULT", "haproxy-2": "MASTER"}
-    assert lab.alternates(count=4)
+    assert lab.balanced(count=4)
     master.start_service("haproxy")
     lab.wait_ready()
     deadline = time.monotonic() + 15
     while lab.vip_holders() != ["haproxy-1"] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert lab.vip_holders() == ["haproxy-1"]
-    assert lab.alternates(count=4)
+    assert lab.balanced(count=4)
 
 
 @pytest.mark.parametrize("name", ["haproxy-1", "haproxy-2", "httpd-1", "httpd-2"])

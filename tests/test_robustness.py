@@ -171,7 +171,7 @@ def test_two_labs_side_by_side(victim_lab: Lab, shared_lab: Lab):
     shared_lab.wait_ready(timeout=10)
     victim_lab.node("httpd-1").stop_service("httpd")
     try:
-        assert shared_lab.alternates()
+        assert shared_lab.balanced()
         assert shared_lab.node("httpd-1").service_running("httpd")
     finally:
         victim_lab.node("httpd-1").start_service("httpd")

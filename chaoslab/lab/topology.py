@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 from chaoslab.errors import ChaoslabError
-from chaoslab.measure.client import Target
+from chaoslab.measure.client import IDENTITIES, Target
 from chaoslab.paths import PROVISION_DIR, TOPOLOGY_FILE
 from chaoslab.stack import HEALTH_CHECKER, ROLES, stack_services
 
@@ -159,9 +159,27 @@ class Topology:
         return profile
 
     def target(self) -> Target:
-        """What the client asks: the VIP's page; each web server's page names its FQDN."""
-        return Target(f"http://{self.vip}:{self.port}/",
-                      tuple((node.name, f"{node.name}.{self.domain}") for node in self.webservers))
+        """What the client asks and what counts as an answer: the topology's "target" section, by
+        default the lab's (the VIP's page over http, each web server's page naming its FQDN).
+
+            "target": {"scheme": "https", "path": "/health", "host": "shop.example.com",
+                       "expect_status": 200, "verify_tls": true,
+                       "identity": {"kind": "header", "name": "X-Served-By", "markers": {"web1": "srv1"}}}
+
+        identity kinds: "body" (markers: a text each backend's page contains; default
+        "<node>.<domain>"), "header" or "cookie" (name: the header or cookie; markers: its value
+        for each backend, default the node's name), "none" (any answer with the status counts)."""
+        section = self.data.get("target") or {}
+        identity = section.get("identity") or {"kind": "body"}
+        kind = identity.get("kind", "body")
+        default = (lambda node: f"{node}.{self.domain}") if kind == "body" else (lambda node: node)
+        markers = identity.get("markers") or {}
+        backends = () if kind == "none" else tuple(
+            (node.name, str(markers.get(node.name, default(node.name)))) for node in self.webservers)
+        path = section.get("path", "/")
+        return Target(f"{section.get('scheme', 'http')}://{self.vip}:{self.port}{path}", backends, kind,
+                      identity.get("name"), section.get("host"), section.get("expect_status", 200),
+                      section.get("verify_tls", True))
 
 
 def _node_spec(data: dict) -> NodeSpec:
@@ -214,10 +232,34 @@ def validate(topology: Topology) -> None:
         problems.append(f"the topology needs exactly two load balancers, it has {len(topology.loadbalancers)}")
     if not topology.webservers:
         problems.append("the topology has no web server")
+    problems += target_problems(topology)
     if topology.default_profile not in topology.data["profiles"]:
         problems.append(f"default_profile {topology.default_profile!r} is not one of the profiles")
     if problems:
         raise ChaoslabError("invalid topology: " + "; ".join(problems))
+
+
+def target_problems(topology: Topology) -> list[str]:
+    """What is wrong with the topology's "target" section (see Topology.target)."""
+    section = topology.data.get("target") or {}
+    identity = section.get("identity") or {}
+    kind = identity.get("kind", "body")
+    problems = []
+    if section.get("scheme", "http") not in ("http", "https"):
+        problems.append(f"target.scheme {section['scheme']!r} is not http or https")
+    if not str(section.get("path", "/")).startswith("/"):
+        problems.append(f"target.path {section['path']!r} must start with /")
+    status = section.get("expect_status", 200)
+    if not (isinstance(status, int) and 100 <= status <= 599):
+        problems.append(f"target.expect_status {status!r} is not an HTTP status (100..599)")
+    if kind not in IDENTITIES:
+        problems.append(f"target.identity.kind {kind!r} is unknown; use {', '.join(IDENTITIES)}")
+    if kind in ("header", "cookie") and not identity.get("name"):
+        problems.append(f"target.identity of kind {kind} needs the {kind}'s name (\"name\")")
+    unknown = sorted(set(identity.get("markers") or {}) - {node.name for node in topology.webservers})
+    if unknown:
+        problems.append(f"target.identity.markers names no web server of the topology: {', '.join(unknown)}")
+    return problems
 
 
 def outside_subnet(topology: Topology, address: str, network: str) -> str | None:

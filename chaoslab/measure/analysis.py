@@ -20,7 +20,8 @@ relative to the fault injection; everything is rounded to milliseconds):
 - downtime: the main outage's downtime; 0.0 when no outage overlaps the fault;
   None when there was no fault or no sample, or when the main outage never
   ended ("downtime_at_least" then gives the lower bound the samples prove).
-- verdict: "unknown" without samples; "invalid" when the last sample failed
+- verdict: "unknown" without samples, or when the steady state did not hold before
+  the method (nothing was tested); "invalid" when the last sample failed
   (the VIP did not answer when the run ended); "valid" otherwise.
 """
 
@@ -131,12 +132,14 @@ def summarize(
     interval: float,
     prediction: Prediction | None = None,
     focus: str = "inject",
+    steady_before: bool | None = None,
 ) -> dict:
     """The run's summary: requests, fault, outages, downtime, VIP timeline, phases, theory, verdict.
 
     interval is the sampler's sending interval in seconds (it sets the tolerance
     of the comparison with theory). focus "heal" measures the outage the heal of
     the first fault causes instead (a master that comes back and preempts).
+    steady_before: whether the steady state held before the method (None: not known).
     See the module docstring for the definitions.
     """
     samples = sorted(samples, key=moment)
@@ -147,7 +150,7 @@ def summarize(
     main = main_outage(outages, fault, focus)
     downtime = main_downtime(samples, fault, main)
     timeline, holders_before, holders_after = vip_timeline(events)
-    verdict, reason = judge(samples, fault)
+    verdict, reason = judge(samples, fault, steady_before)
     failed = [sample for sample in samples if not sample.ok]
     return {
         "interval": interval,
@@ -414,8 +417,11 @@ def within_theory(
     return prediction.low - tolerance <= downtime <= prediction.high + tolerance
 
 
-def judge(samples: Sequence[Outcome], fault: Fault | None) -> tuple[str, str]:
-    """("valid" | "invalid" | "unknown", why): does the VIP answer when the run ends?"""
+def judge(samples: Sequence[Outcome], fault: Fault | None, steady_before: bool | None = None) -> tuple[str, str]:
+    """("valid" | "invalid" | "unknown", why): does the VIP answer when the run ends? Unknown when
+    nothing was tested: no sample, or a steady state that did not hold before the method."""
+    if steady_before is False:
+        return "unknown", "the steady state was not met before the method: nothing was tested"
     if not samples:
         return "unknown", "no samples: the client measured nothing"
     what = "after the fault" if fault else "and no fault was injected"

@@ -1,12 +1,19 @@
-"""The client's vantage point: one HTTP request to the VIP, and what came of it."""
+"""The client's vantage point: one HTTP request to the VIP, and what came of it.
+
+What counts as an answer is the target's: the status the service gives when it is well, and
+how an answer names the backend that wrote it (a text in its page, a response header such as
+the one HAProxy can add, a cookie such as HAProxy's `cookie ... insert`), or nothing at all.
+"""
 
 from __future__ import annotations
 
 import errno
+import json
 import time
 from dataclasses import asdict, dataclass
 
 import requests
+from requests.adapters import HTTPAdapter
 
 
 @dataclass(frozen=True)
@@ -21,7 +28,8 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return self.status == 200 and self.backend is not None
+        """An answer as the target expects it (the client set no error)."""
+        return self.error is None and self.status is not None
 
     def to_json(self) -> dict:
         return {key: value for key, value in asdict(self).items() if value is not None}
@@ -54,38 +62,79 @@ def error_kind(error: BaseException) -> str:
     return "other"
 
 
+IDENTITIES = ("body", "header", "cookie", "none")
+
+
 @dataclass(frozen=True)
 class Target:
-    """What the client asks: a URL, and how an answer names the backend that wrote it (the
-    backend whose marker its page contains)."""
+    """What the client asks, and what counts as an answer.
+
+    identity says how an answer names its backend: "body" (the backend whose marker its page
+    contains), "header" or "cookie" (the value of the response header or cookie `field`, the
+    backend whose marker it is), or "none" (an application that says nothing of it: any answer
+    with the expected status counts, and which backend wrote it is not known)."""
 
     url: str
-    backends: tuple[tuple[str, str], ...]  # (backend name, marker in its page)
+    backends: tuple[tuple[str, str], ...] = ()  # (backend name, its marker)
+    identity: str = "body"
+    field: str | None = None  # the header or cookie that names the backend
+    host: str | None = None  # the Host header and TLS server name, where the service needs one
+    expect_status: int = 200
+    verify_tls: bool = True
 
-    def backend_of(self, body: str) -> str | None:
-        return next((name for name, marker in self.backends if marker in body), None)
+    def backend_of(self, response: requests.Response) -> str | None:
+        if self.identity == "none":
+            return None
+        if self.identity == "body":
+            return next((name for name, marker in self.backends if marker in response.text), None)
+        value = response.headers.get(self.field) if self.identity == "header" else response.cookies.get(self.field)
+        return next((name for name, marker in self.backends if marker == value), None)
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "backends": [list(pair) for pair in self.backends]}
 
     def arguments(self) -> list[str]:
         """The target as the sampler's command-line arguments."""
-        return ["--url", self.url, *(f"--backend={name}={marker}" for name, marker in self.backends)]
+        return ["--target", json.dumps(self.to_json(), separators=(",", ":"))]
+
+    @classmethod
+    def from_json(cls, data: dict) -> Target:
+        return cls(**{**data, "backends": tuple(tuple(pair) for pair in data.get("backends", ()))})
+
+
+class ServerName(HTTPAdapter):
+    """TLS to an address with the server name the certificate is for (SNI), as a browser sends it."""
+
+    def __init__(self, server_name: str):
+        self.server_name = server_name
+        super().__init__()
+
+    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
+        kwargs["server_hostname"] = self.server_name
+        kwargs["assert_hostname"] = self.server_name
+        super().init_poolmanager(*args, **kwargs)
 
 
 def request_vip(target: Target, timeout: float) -> Outcome:
-    """GET the target once on a new connection, as a fresh client would."""
+    """GET the target once on a new connection, as a fresh client would. An answer with another
+    status is an "http" failure; one that names no known backend (where the target's answers
+    name theirs) an "unidentified" one."""
     sent = time.time()
     started = time.perf_counter()
+    headers = {"Connection": "close", **({"Host": target.host} if target.host else {})}
     try:
         with requests.Session() as session:
             session.trust_env = False  # never a proxy from the environment: only the lab's VIP
-            response = session.get(
-                target.url,
-                timeout=timeout,
-                headers={"Connection": "close"},
-                allow_redirects=False,
-            )
+            if target.host and target.url.startswith("https:"):
+                session.mount("https://", ServerName(target.host))
+            response = session.get(target.url, timeout=timeout, headers=headers, allow_redirects=False,
+                                   verify=target.verify_tls)
     except requests.RequestException as error:
         return Outcome(sent, time.perf_counter() - started, error=error_kind(error))
     latency = time.perf_counter() - started
-    if response.status_code != 200:
+    if response.status_code != target.expect_status:
         return Outcome(sent, latency, status=response.status_code, error="http")
-    return Outcome(sent, latency, status=200, backend=target.backend_of(response.text))
+    backend = target.backend_of(response)
+    if backend is None and target.identity != "none":
+        return Outcome(sent, latency, status=response.status_code, error="unidentified")
+    return Outcome(sent, latency, status=response.status_code, backend=backend)

@@ -35,6 +35,7 @@ DPI = 110
 
 BACKEND_COLOURS = {"httpd-1": "#1f77b4", "httpd-2": "#ff7f0e"}
 SPARE_COLOURS = ("#2ca02c", "#9467bd", "#8c564b", "#17becf")
+ANONYMOUS_COLOUR = "#1f77b4"
 NODE_COLOURS = {"haproxy-1": "#2ca02c", "haproxy-2": "#9467bd"}
 NOBODY = "nobody"
 ERROR_STYLES = {  # kind: (marker, colour)
@@ -111,7 +112,7 @@ def _draw_latency(axes: Axes, samples: Sequence[Outcome], origin: float) -> None
             [max(sample.latency, 1e-4) * 1000 for sample in mine],
             s=7,
             color=colour,
-            label=f"{backend} ({len(mine)} answers)",
+            label=f"{backend or 'answered (the page names no backend)'} ({len(mine)} answers)",
             linewidths=0,
         )
     axes.set_ylim(_latency_limits([sample.latency * 1000 for sample in ok]))
@@ -322,10 +323,15 @@ def _latency_limits(latencies_ms: Sequence[float]) -> tuple[float, float]:
     return low, 10 ** (math.log10(low) + span / DATA_SHARE)
 
 
-def _backend_colours(ok: Sequence[Outcome]) -> dict[str, str]:
+def _backend_colours(ok: Sequence[Outcome]) -> dict[str | None, str]:
+    """A colour per backend that answered; None for answers that name no backend (a target whose
+    application says nothing of who served it)."""
     backends = sorted({sample.backend for sample in ok if sample.backend})
     spare = iter(SPARE_COLOURS * (len(backends) // len(SPARE_COLOURS) + 1))
-    return {backend: BACKEND_COLOURS.get(backend) or next(spare) for backend in backends}
+    colours: dict[str | None, str] = {backend: BACKEND_COLOURS.get(backend) or next(spare) for backend in backends}
+    if any(sample.backend is None for sample in ok):
+        colours[None] = ANONYMOUS_COLOUR
+    return colours
 
 
 def _load_balancers(timeline: Sequence[dict], events: Sequence[dict]) -> list[str]:

@@ -6,8 +6,8 @@ ones (a bounded pool keeps timeouts from stretching the schedule), and writes
 one JSON line per request as it completes. It is bounded in count and time
 and stops by itself, or at SIGTERM / SIGINT.
 
-    python -m chaoslab.measure.sampler --output samples.jsonl --url http://VIP:PORT/ \
-        --backend httpd-1=httpd-1.lab.example.com ... [--interval 0.01] [--timeout 1]
+    python -m chaoslab.measure.sampler --output samples.jsonl --target '{"url": "http://VIP:PORT/", ...}' \
+        [--interval 0.01] [--timeout 1]
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TextIO
+
+import urllib3
 
 from chaoslab.measure.client import Outcome, Target, request_vip
 
@@ -105,9 +107,8 @@ class Sampler:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Sample the VIP at a fixed interval.")
     parser.add_argument("--output", required=True, type=Path, help="JSON-lines file appended to")
-    parser.add_argument("--url", required=True, help="what to request, such as http://192.168.1.10:80/")
-    parser.add_argument("--backend", action="append", default=[], metavar="NAME=MARKER",
-                        help="a backend, and the text in its page that names it (repeat for each)")
+    parser.add_argument("--target", required=True, type=json.loads,
+                        help="what to request and what counts as an answer: chaoslab.measure.client.Target as JSON")
     parser.add_argument("--interval", type=float, default=0.01, help="seconds between requests (default 0.01)")
     parser.add_argument("--timeout", type=float, default=1.0, help="seconds before a request counts as timeout")
     parser.add_argument("--max-duration", type=float, default=MAX_DURATION, help="stop after this many seconds")
@@ -116,10 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0.001 <= args.interval <= 60 or not 0 < args.timeout <= 10 or not 0 < args.max_duration <= 86400:
         parser.error("interval must be within 0.001..60 s, timeout within 0..10 s, max-duration within 0..86400 s")
-    backends = [backend.partition("=") for backend in args.backend]
-    if any(not name or not marker for name, _, marker in backends):
-        parser.error("--backend takes NAME=MARKER, such as httpd-1=httpd-1.lab.example.com")
-    target = Target(args.url, tuple((name, marker) for name, _, marker in backends))
+    try:
+        target = Target.from_json(args.target)
+    except TypeError as error:
+        parser.error(f"--target is not a target: {error}")
+    if not target.verify_tls:  # chosen in the topology: a warning per request would say so 100 times a second
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
     sampler = Sampler(lambda: request_vip(target, args.timeout), args.output, args.interval, args.timeout,
                       args.max_duration, args.max_count)
     signal.signal(signal.SIGTERM, sampler.stop)

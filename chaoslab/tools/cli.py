@@ -80,7 +80,7 @@ def lab_status(args: argparse.Namespace) -> int:
         ))
     print(table(rows))
     outcomes = lab.request(count=4, timeout=1.0)
-    answers = ", ".join(outcome.backend if outcome.ok else (outcome.error or "?") for outcome in outcomes)
+    answers = ", ".join((outcome.backend or "answered") if outcome.ok else (outcome.error or "?") for outcome in outcomes)
     print(f"VIP answers: {answers}")
     return 0
 
