@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from chaoslab.errors import ChaoslabError
-from chaoslab.lab.lab import SELECTORS
 from chaoslab.lab.node import parse_signal
 from chaoslab.lab.providers import REGISTRY
+from chaoslab.lab.roles import SELECTORS, VIP_NETWORK_INTERFACE
 from chaoslab.lab.settings import PREFIX_PATTERN
 from chaoslab.lab.topology import Topology
 from chaoslab.stack import SERVICES
@@ -103,17 +103,22 @@ def check_activity(name: str, module_name: str, function_name: str, arguments: d
 def check_values(where: str, arguments: dict, topology: Topology) -> list[str]:
     problems = []
     node = arguments.get("node")
-    names = [*topology.node_names, *SELECTORS]
-    if isinstance(node, str) and node not in names:
-        problems.append(f"{where}: unknown node {node!r}; known nodes: {', '.join(names)}")
+    if isinstance(node, str) and node not in (*topology.node_names, *SELECTORS):
+        problems.append(f"{where}: unknown node {node!r}; known nodes: {', '.join(topology.node_names)}, "
+                        f"or by part: {', '.join(SELECTORS)}")
     service = arguments.get("service")
     if isinstance(service, str) and service not in SERVICES:
         problems.append(f"{where}: unknown service {service!r}; known services: {', '.join(sorted(SERVICES))}")
+    role = topology.node(node).role if node in topology.node_names else getattr(SELECTORS.get(node), "role", None)
+    if isinstance(service, str) and service in SERVICES and role and SERVICES[service].role != role:
+        problems.append(f"{where}: {node} is a {role}, which runs no {service}")
     interface = arguments.get("interface")
-    if isinstance(interface, str) and isinstance(node, str) and node in topology.node_names:
+    if isinstance(interface, str) and isinstance(node, str) and node in topology.node_names \
+            and interface != VIP_NETWORK_INTERFACE:
         known = [each.name for each in topology.node(node).interfaces]
         if interface not in known:
-            problems.append(f"{where}: node {node} has no interface {interface!r}; its interfaces: {', '.join(known)}")
+            problems.append(f"{where}: node {node} has no interface {interface!r}; its interfaces: "
+                            f"{', '.join(known)} (or {VIP_NETWORK_INTERFACE}: its interface on the VIP's network)")
     if "signal" in arguments:
         try:
             parse_signal(arguments["signal"])

@@ -35,6 +35,7 @@ from chaoslab.checks import check_experiment
 from chaoslab.commands import stop
 from chaoslab.errors import ChaoslabError
 from chaoslab.lab.lab import HealIncomplete, Lab
+from chaoslab.lab.topology import Topology
 from chaoslab.measure import analysis, history, theory
 from chaoslab.measure.events import EventRecorder
 from chaoslab.measure.results import CHART, EVENTS, JOURNAL, SAMPLES, SUMMARY, create_run_dir, write_json
@@ -243,8 +244,8 @@ def write_results(run: Run, journal: Journal | None, recovered: bool, not_undone
     events = analysis.load_events(run.folder / EVENTS)
     prediction = None
     if options.get("scenario"):
-        backup = min(spec.vrrp_priority for spec in run.lab.topology.loadbalancers)
-        prediction = theory.expected_outage(options["scenario"], run.lab.profile.settings, backup)
+        prediction = theory.expected_outage(options["scenario"], run.lab.profile.settings,
+                                            backup_priority(run.lab.topology, events))
     steady_before = steady_state_before(journal)
     summary = analysis.summarize(samples, events, run.lab.provider.sampler_interval, prediction,
                                  options.get("focus", "inject"), steady_before)
@@ -275,6 +276,10 @@ def write_results(run: Run, journal: Journal | None, recovered: bool, not_undone
         f"chaoslab: downtime {downtime if downtime is not None else 'n/a'} s, "
         f"{summary['failed']} failed requests; chart {run.folder / CHART}"
     )
+    for restart in summary["restarts"]:
+        logger.warning(f"chaoslab: {restart['text']}")
+    if summary["theory_note"]:
+        logger.warning(f"chaoslab: not judged against theory: {summary['theory_note']}")
     if steady_before is False:
         logger.error("chaoslab: the steady state was not met before the method: nothing was tested "
                      "(the run is marked failed)")
@@ -282,6 +287,14 @@ def write_results(run: Run, journal: Journal | None, recovered: bool, not_undone
         logger.error(f"chaoslab: the lab keeps faults the heal could not undo ({'; '.join(not_undone)}): "
                      "undo them by hand, see summary.json's run.heal_failures")
     history.record_run(summary, options.get("downtime_budget"), run.experiment_file, run.lab.software_versions())
+
+
+def backup_priority(topology: Topology, events: list[dict]) -> int:
+    """The VRRP priority of the load balancer that takes over: the one not holding the VIP when the run
+    started (under nopreempt either may hold it); the lower one when that is not known."""
+    start = analysis.run_snapshot(events, "start") or {}
+    others = [spec.vrrp_priority for spec in topology.loadbalancers if spec.name not in (start.get("holders") or [])]
+    return others[0] if len(others) == 1 else min(spec.vrrp_priority for spec in topology.loadbalancers)
 
 
 def experiment_source() -> str | None:

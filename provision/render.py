@@ -113,6 +113,13 @@ def address_on(node: dict, network: str) -> str:
     raise ValueError(f"node {node['name']} has no interface on network {network!r}")
 
 
+def interface_on(node: dict, network: str) -> str:
+    for interface in node["interfaces"]:
+        if interface["network"] == network:
+            return interface["name"]
+    raise ValueError(f"node {node['name']} has no interface on network {network!r}")
+
+
 def interface_holding(address: str) -> str | None:
     """The name of the local interface that holds an IPv4 address, or None."""
     try:
@@ -137,7 +144,8 @@ def local_vip_interface(topology: dict, node_name: str) -> str | None:
     name = interface_holding(address)
     if name is None:
         print(
-            f"render.py: no local interface holds {address}; keeping the topology's {topology['vip']['interface']}",
+            f"render.py: no local interface holds {address}; keeping the topology's "
+            f"{interface_on(node, topology['vip']['network'])}",
             file=sys.stderr,
         )
     return name
@@ -241,12 +249,12 @@ def node_context(
         "profile": profile,
         "vip": vip["address"],
         "vip_prefix": str(prefix_len),
-        "vip_interface": vip_interface or vip["interface"],
         "port": str(vip["port"]),
     }
     if node["role"] == "webserver":
         context["address"] = address_on(node, "private")
         return context
+    context["vip_interface"] = vip_interface or interface_on(node, vip["network"])
 
     vrrp = settings["vrrp"]
     haproxy = settings["haproxy"]

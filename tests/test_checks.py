@@ -40,8 +40,9 @@ def test_malformed_json_names_line_and_column(tmp_path: Path):
 
 
 @pytest.mark.parametrize(("arguments", "message"), [
-    ({"node": "web-9"}, "unknown node 'web-9'; known nodes: haproxy-1, haproxy-2, httpd-1, httpd-2, vrrp-master, "
-                        "vrrp-backup"),
+    ({"node": "web-9"}, "unknown node 'web-9'; known nodes: haproxy-1, haproxy-2, httpd-1, httpd-2, or by part: "
+                        "vrrp-master, vrrp-backup, vip-holder, faulted-node, other-loadbalancer, webserver"),
+    ({"node": "webserver", "service": "haproxy"}, "webserver is a webserver, which runs no haproxy"),
     ({"service": "nginx"}, "unknown service 'nginx'; known services: haproxy, haproxy-health, httpd, keepalived"),
     ({"nodee": "haproxy-1"}, "unknown argument 'nodee'; it takes: service, node"),
 ])
@@ -87,3 +88,11 @@ def test_schedule_refuses_a_malformed_experiment_in_one_line(tmp_path: Path):
     assert result.stderr.strip().splitlines() == [
         f"chaoslab: {path}: not valid JSON: Expecting property name enclosed in double quotes at line 1 column 3"
     ]
+
+
+def test_every_experiment_runs_unchanged_on_a_pair_with_other_names():
+    """Another owner's pair (ha01/ha02, web-a/web-b, NICs ens5 and enp1s0, no lab names anywhere):
+    every experiment checks clean against it, so none names a node or interface of the lab."""
+    topology = Topology.load(PROJECT_DIR / "tests" / "data" / "owned-topology.json")
+    for path in sorted((PROJECT_DIR / "experiments").glob("*.json")):
+        assert check_experiment(json.loads(path.read_text()), topology) == [], path.name

@@ -28,7 +28,7 @@ def one_line_error(result) -> str:
 def test_unknown_node_lists_the_known():
     line = one_line_error(chaoslab_command("lab", "exec", "web-9", "--", "true", env={"CHAOSLAB_PREFIX": "ctnone"}))
     assert line == ("chaoslab: unknown node 'web-9'; known nodes: haproxy-1, haproxy-2, httpd-1, httpd-2, "
-                    "vrrp-master, vrrp-backup")
+                    "or by part: vrrp-master, vrrp-backup, vip-holder, faulted-node, other-loadbalancer, webserver")
 
 
 def test_unknown_profile_lists_the_profiles():

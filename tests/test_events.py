@@ -13,6 +13,7 @@ import pytest
 
 from chaoslab.lab.inventory import Host
 from chaoslab.lab.topology import Topology
+from chaoslab.lab.transport import ClockOffset
 from chaoslab.lab.transport.ssh import SshConnection, SshTransport
 from chaoslab.lab.vrrp import NotifyLogOverSsh
 from chaoslab.measure.analysis import load_events
@@ -28,10 +29,11 @@ class ScriptedNode:
     name = "haproxy-1"
     poll_interval = 0.01
 
-    def __init__(self, polls: list[VrrpPoll], spawn: Callable[[int], None] | None = None):
+    def __init__(self, polls: list[VrrpPoll], spawn: Callable[[int], None] | None = None, clock_ahead: float = 0.0):
         self.polls = [VrrpPoll([], 0, None), *polls]  # the first look counts what the log has
         self.spawned: list[subprocess.Popen] = []
         self.spawn_hook = spawn
+        self.clock = ClockOffset(clock_ahead, 0.001)
 
     def service_pids(self, service: str) -> list[int]:
         return [1]
@@ -39,8 +41,8 @@ class ScriptedNode:
     def holds_vip(self) -> bool:
         return False
 
-    def vrrp_poll(self, seen: int, liveness: bool) -> VrrpPoll:
-        return self.polls.pop(0) if self.polls else VrrpPoll([], seen, None)
+    def vrrp_poll(self, position: int | str | None, liveness: bool) -> VrrpPoll:
+        return self.polls.pop(0) if self.polls else VrrpPoll([], position, None)
 
     def spawn(self, argv: list[str]) -> subprocess.Popen:
         process = subprocess.Popen(["sleep", "30"], stdout=subprocess.PIPE, text=True)
@@ -60,8 +62,21 @@ class ScriptedLab:
     def vip_holders(self) -> list[str]:
         return []
 
+    def service_restarts(self, since: float) -> list[dict]:
+        return []
+
     def vrrp_states(self) -> dict[str, str]:
         return {}
+
+
+def test_a_node_clock_ahead_of_ours_has_its_stamps_moved_onto_ours(tmp_path: Path):
+    """A host whose clock runs 100 s ahead stamps its MASTER at 1000.5: it happened at 900.5 here,
+    and the offset measured is in the events."""
+    events = record(ScriptedNode([VrrpPoll(["1000.5 MASTER"], 1, None)], clock_ahead=100.0),
+                    tmp_path / "events.jsonl", 0.3)
+    assert [(event["t"], event["state"]) for event in events if event["kind"] == "vrrp"] == [(900.5, "MASTER")]
+    [clock] = [event for event in events if event["kind"] == "clock"]
+    assert (clock["node"], clock["offset"]) == ("haproxy-1", 100.0)
 
 
 def record(node: ScriptedNode, path: Path, seconds: float) -> list[dict]:

@@ -166,7 +166,8 @@ def test_the_dry_run_names_each_fault_and_its_hosts_and_touches_nothing(staging:
                           {"provider": "ssh", "inventory": str(staging), "prefix": "ctplan"})
     text = "\n".join(lines)
     assert "[ACTION] stop-haproxy-on-master: chaoslab.service.stop_service(service=haproxy, node=vrrp-master) on " \
-           "the vrrp-master when it runs, one of haproxy-1 (admin@10.0.0.13), haproxy-2 (admin@10.0.0.14)" in text
+           "vrrp-master: the load balancer in VRRP state MASTER now when it runs, one of haproxy-1 (admin@10.0.0.13), " \
+           "haproxy-2 (admin@10.0.0.14)" in text
     assert "Stop `service` on `node` gracefully" in text
     assert lines[-1].startswith("not confirmed: the inventory") and "CHAOSLAB_CONFIRM_HOSTS=yes" in lines[-1]
     assert not Lab(LabSettings(provider="ssh", prefix="ctplan", inventory=str(staging))).state_dir.exists()

@@ -21,7 +21,11 @@ Variables of chaoslab's own (in `all:vars`): `chaoslab_topology`, a topology fil
 (the format of provision/topology.json, relative to the inventory) describing the
 hosts' addresses, VIP and interface when they are not the lab's; and
 `chaoslab_lab_hosts=true`, which only chaoslab writes, for machines it made itself
-(then faults need no confirmation).
+(then faults need no confirmation). Per host, group or all:
+`chaoslab_unit_<service>=<unit>` where the host's unit is not its distribution's
+(`chaoslab_unit_httpd=nginx`; services: httpd, haproxy, keepalived), and
+`chaoslab_vrrp_states=journal|notify`: where Keepalived's state changes are read, its
+journal (the default on hosts chaoslab did not make) or the lab's notify log.
 """
 
 from __future__ import annotations
@@ -34,8 +38,11 @@ import yaml
 
 from chaoslab.errors import ChaoslabError
 from chaoslab.lab.topology import Topology
+from chaoslab.stack import SERVICES
 
 GROUPS = {"loadbalancers": "loadbalancer", "webservers": "webserver"}
+UNIT_VARIABLE = "chaoslab_unit_"
+VRRP_STATE_SOURCES = ("journal", "notify")
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,8 @@ class Host:
     port: int | None = None
     key_file: str | None = None
     ssh_args: tuple[str, ...] = ()
+    units: dict[str, str] = field(default_factory=dict)  # service -> the host's own unit name
+    vrrp_states: str | None = None  # journal or notify; None: as the provider decides
 
     @property
     def destination(self) -> str:
@@ -146,8 +155,19 @@ def _host(name: str, group: str, values: dict[str, str], path: Path) -> Host:
         raise ChaoslabError(f"inventory {path}: host {name}: ansible_port {port!r} is not a number")
     ssh_args = shlex.split(str(values.get("ansible_ssh_common_args", ""))) + \
         shlex.split(str(values.get("ansible_ssh_extra_args", "")))
+    units = {key.removeprefix(UNIT_VARIABLE): str(value) for key, value in values.items()
+             if key.startswith(UNIT_VARIABLE)}
+    for service in units:
+        if service not in SERVICES:
+            raise ChaoslabError(f"inventory {path}: host {name}: {UNIT_VARIABLE}{service} names no service; "
+                                f"use {', '.join(UNIT_VARIABLE + known for known in SERVICES)}")
+    vrrp_states = values.get("chaoslab_vrrp_states")
+    if vrrp_states is not None and vrrp_states not in VRRP_STATE_SOURCES:
+        raise ChaoslabError(f"inventory {path}: host {name}: chaoslab_vrrp_states={vrrp_states!r}; "
+                            f"use {' or '.join(VRRP_STATE_SOURCES)}")
     return Host(name, group, str(values["ansible_host"]), values.get("ansible_user"),
-                int(port) if port is not None else None, values.get("ansible_ssh_private_key_file"), tuple(ssh_args))
+                int(port) if port is not None else None, values.get("ansible_ssh_private_key_file"), tuple(ssh_args),
+                units, vrrp_states)
 
 
 def _parse_ini(text: str, path: Path) -> tuple[dict[str, dict[str, dict]], dict[str, str]]:

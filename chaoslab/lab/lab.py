@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -20,16 +21,17 @@ from chaoslab.errors import ChaoslabError
 from chaoslab.lab import inventory as inventories
 from chaoslab.lab.node import Node
 from chaoslab.lab.providers import Provider, provider_class
+from chaoslab.lab.roles import SELECTORS, STATE_SELECTORS
 from chaoslab.lab.settings import PASSWORD_PATTERN, PREFIX_PATTERN, LabSettings
 from chaoslab.lab.topology import Profile, Topology
 from chaoslab.measure.client import Outcome, request_vip
-from chaoslab.measure.events import record_fault
-from chaoslab.measure.results import SAMPLES
-from chaoslab.measure.sampler import next_samples
+from chaoslab.measure.events import latest_fault_node, record_fault
+from chaoslab.measure.results import EVENTS
 from chaoslab.paths import STATE_ROOT
 
-SELECTORS = {"vrrp-master": "MASTER", "vrrp-backup": "BACKUP"}
-ALTERNATION_SETTLE = 2.0  # seconds a judgement of the balance may look for answers
+BALANCE_WINDOW = 2.0  # seconds a judgement of the balance may look for answers
+BALANCE_REQUESTS = 200  # and at most this many requests
+BALANCE_JITTER = 0.02  # seconds, at most, between two of them (at random)
 MEASURED_RUN = "measured-run.json"  # in the lab's state directory while a run measures it (Lab.measured_into)
 
 
@@ -189,29 +191,25 @@ class Lab:
         track = profile.settings["track"]
         return 4 * profile.advert_int + track.get("interval", 1) * track.get("rise", 1) + 10
 
-    @property
-    def preferred_master(self) -> str:
-        """The load balancer that holds the VIP in steady state: the highest priority (it preempts)."""
-        return max(self.topology.loadbalancers, key=lambda spec: spec.vrrp_priority).name
-
     def wait_ready(self, timeout: float | None = None, any_holder: bool = False) -> float:
-        """Wait for the steady state: the preferred master alone holds the VIP, and the
-        VIP answers from every backend in turn. With any_holder, whichever single
-        load balancer holds the VIP will do (no wait for a failback)."""
+        """Wait for the steady state: one load balancer alone holds the VIP (the preferred master where
+        the pair preempts, see Topology.preferred_master; any one under nopreempt or equal priorities),
+        and the VIP answers from every backend. With any_holder, whichever single load balancer holds
+        the VIP will do (no wait for a failback)."""
         timeout = timeout or self.ready_timeout()
+        preferred = None if any_holder else self.topology.preferred_master
         started = time.monotonic()
         deadline = started + timeout
         while time.monotonic() < deadline:
             holders = self.vip_holders()
-            holder_ok = len(holders) == 1 if any_holder else holders == [self.preferred_master]
-            if holder_ok and self.balanced(
-                count=len(self.topology.webservers) * 2
-            ):
+            holder_ok = holders == [preferred] if preferred else len(holders) == 1
+            if holder_ok and self.balanced(count=len(self.topology.webservers) * 2):
                 return time.monotonic() - started
             time.sleep(0.05)
+        expected = f"{preferred} alone" if preferred else "one load balancer"
         raise ChaoslabError(
-            f"lab {self.prefix!r} not in steady state after {timeout:.0f} s: VIP holders {self.vip_holders()}, "
-            f"states {self.vrrp_states()}; see 'chaoslab lab status'"
+            f"lab {self.prefix!r} not in steady state after {timeout:.0f} s: VIP holders {self.vip_holders()} "
+            f"(expected {expected}), states {self.vrrp_states()}; see 'chaoslab lab status'"
         )
 
     @contextmanager
@@ -275,18 +273,43 @@ class Lab:
     # -- nodes ------------------------------------------------------------
 
     def node(self, name: str) -> Node:
-        """A node by name, or by role: 'vrrp-master' / 'vrrp-backup' (the load balancer in that state now)."""
-        if name in SELECTORS:
-            wanted = SELECTORS[name]
-            for spec in self.topology.loadbalancers:
-                node = self.provider.node(spec.name)
-                if node.vrrp_state() == wanted:
-                    return node
-            raise ChaoslabError(f"no load balancer is in VRRP state {wanted} now; states: {self.vrrp_states()}")
-        if name not in self.topology.node_names:
-            known = ", ".join([*self.topology.node_names, *SELECTORS])
-            raise ChaoslabError(f"unknown node {name!r}; known nodes: {known}")
-        return self.provider.node(name)
+        """A node by name, or by its part (chaoslab.lab.roles): vrrp-master, vrrp-backup, vip-holder,
+        faulted-node, other-loadbalancer, webserver, resolved now."""
+        return self.provider.node(self.resolve(name))
+
+    def resolve(self, name: str) -> str:
+        """The name of the node a name or selector means now."""
+        if name in self.topology.node_names:
+            return name
+        if name not in SELECTORS:
+            raise ChaoslabError(f"unknown node {name!r}; known nodes: {', '.join(self.topology.node_names)}, "
+                                f"or by part: {', '.join(SELECTORS)}")
+        balancers = [spec.name for spec in self.topology.loadbalancers]
+        if name in STATE_SELECTORS:
+            wanted = STATE_SELECTORS[name]
+            states = self.vrrp_states()
+            found = [node for node, state in states.items() if state == wanted]
+            if not found:
+                raise ChaoslabError(f"no load balancer is in VRRP state {wanted} now; states: {states}")
+            return found[0]
+        if name == "vip-holder":
+            holders = self.vip_holders()
+            if len(holders) != 1:
+                raise ChaoslabError(f"vip-holder means the one load balancer holding the VIP; "
+                                    f"holders now: {', '.join(holders) or 'none'}")
+            return holders[0]
+        if name == "webserver":
+            return self.topology.webservers[0].name
+        run = self.measured_run()
+        faulted = latest_fault_node(run / EVENTS) if run else None
+        if faulted is None:
+            raise ChaoslabError(f"{name} is known only after a fault of the run that measures the lab "
+                                "(an experiment with chaoslab's control, once its first fault acted)")
+        if name == "faulted-node":
+            return faulted
+        if faulted not in balancers:
+            raise ChaoslabError(f"other-loadbalancer: the latest fault hit {faulted}, which is no load balancer")
+        return next(balancer for balancer in balancers if balancer != faulted)
 
     def fault_node(self, action: str, node: str, service: str | None = None, interface: str | None = None,
                    **detail: object) -> Node:
@@ -296,7 +319,7 @@ class Lab:
         if service is not None:
             target.check_service(service)
         if interface is not None:
-            target.check_interface(interface)
+            interface = target.check_interface(interface)
         self.record_fault("inject", action, target.name, service or interface, **detail)
         return target
 
@@ -323,6 +346,17 @@ class Lab:
                     versions[service] = node.version(service)
         return versions
 
+    def service_restarts(self, since: float) -> list[dict]:
+        """Every restart a node's service manager made by itself since `since` (see Node.service_restarts);
+        a node that cannot tell (unreachable, its clock unreadable) is skipped."""
+        events = []
+        for node in self.nodes():
+            try:
+                events += node.service_restarts(since)
+            except ChaoslabError:
+                continue
+        return events
+
     def vrrp_states(self) -> dict[str, str]:
         return {node.name: node.vrrp_state() for node in self.loadbalancers()}
 
@@ -344,25 +378,31 @@ class Lab:
         return self.provider.in_client(requests_from_client)
 
     def balanced(self, count: int = 4) -> bool:
-        """`count` successive answers are all as the target expects, and every web server wrote one of
-        them (where answers name their backend): the balance works, whoever else uses the VIP.
+        """The balance works, whoever else uses the VIP: at least `count` successive answers as the
+        target expects, which together come from every web server (where answers name their backend),
+        within a window of BALANCE_WINDOW seconds; a failed answer starts the count again.
 
-        While a run measures the lab, its sampler's answers are judged instead of requests of our
-        own. Other clients take turns in the round robin too (and so do requests still in flight
-        from before, such as a SYN retransmitted after a failover), so `count` answers are looked
-        at again and again within a settle window until they cover every web server."""
-        run = self.measured_run()
-        deadline = time.monotonic() + ALTERNATION_SETTLE
-        while (left := deadline - time.monotonic()) > 0:
-            answers = next_samples(run / SAMPLES, count, timeout=left) if run else self.request(count, timeout=1.0)
-            if self._covers_every_backend(answers, count):
-                return True
-        return False
+        Other clients take turns in the round robin too, so one client's answers need not alternate;
+        and a client polling at the same pace as another could lock onto one backend: the requests
+        are spaced at random for that."""
+        target = self.topology.target()
+        expected = {name for name, _ in target.backends}
 
-    def _covers_every_backend(self, outcomes: list[Outcome], count: int) -> bool:
-        expected = {name for name, _ in self.topology.target().backends}
-        return (len(outcomes) == count and all(outcome.ok for outcome in outcomes)
-                and expected <= {outcome.backend for outcome in outcomes})
+        def look() -> bool:
+            deadline = time.monotonic() + BALANCE_WINDOW
+            answers: list[Outcome] = []
+            for _ in range(BALANCE_REQUESTS):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                outcome = request_vip(target, timeout=min(1.0, max(left, 0.1)))
+                answers = [*answers, outcome] if outcome.ok else []
+                if len(answers) >= count and expected <= {answer.backend for answer in answers}:
+                    return True
+                time.sleep(random.uniform(0, BALANCE_JITTER))
+            return False
+
+        return self.provider.in_client(look)
 
     def heal(self) -> list[str]:
         """Undo every fault the lab can have: boot halted nodes, plug links, clear

@@ -18,10 +18,11 @@ from functools import cached_property
 from chaoslab.commands import CommandResult
 from chaoslab.errors import ChaoslabError
 from chaoslab.lab.machine import Machine
+from chaoslab.lab.roles import VIP_NETWORK_INTERFACE
 from chaoslab.lab.services import ServiceManager
 from chaoslab.lab.topology import NodeSpec, Profile, Topology
-from chaoslab.lab.transport import Transport, Unreachable, distribution_family
-from chaoslab.lab.vrrp import NotifyLog
+from chaoslab.lab.transport import ClockOffset, Transport, Unreachable, distribution_family
+from chaoslab.lab.vrrp import VrrpLog
 from chaoslab.measure.events import VrrpPoll
 from chaoslab.stack import SERVICES
 
@@ -66,11 +67,11 @@ def undo_each(*steps: Callable[[], None]) -> None:
 class Node:
     """One machine of the lab, a load balancer or a web server: how a command reaches it (transport),
     how its services are managed (services), what can be done to it from outside (machine), and
-    where its Keepalived's state changes are read (vrrp_log). Everything else is built here on them,
-    once for every kind of host."""
+    where its Keepalived's state changes are read (vrrp_log: the lab's notify log, or the host's
+    journal). Everything else is built here on them, once for every kind of host."""
 
     def __init__(self, spec: NodeSpec, topology: Topology, profile: Profile, transport: Transport,
-                 services: ServiceManager, machine: Machine, vrrp_log: NotifyLog):
+                 services: ServiceManager, machine: Machine, vrrp_log: VrrpLog):
         self.spec = spec
         self.topology = topology
         self.profile = profile
@@ -98,6 +99,12 @@ class Node:
     def family(self) -> str:
         """The node's distribution family, debian or rhel (the keys of chaoslab.stack's tables)."""
         return distribution_family(self.transport)
+
+    @cached_property
+    def clock(self) -> ClockOffset:
+        """How far the node's clock is off this machine's, measured once (times the node stamps, such as
+        its journal's, are moved onto this machine's clock by it)."""
+        return self.transport.clock_offset()
 
     def version(self, service: str) -> str | None:
         """The service's version as the node's binary reports it; None if it cannot tell."""
@@ -150,6 +157,26 @@ class Node:
         """Send a signal to every process of the service; return the pids signalled."""
         return self.manager.signal(service, signal)
 
+    def service_restarts(self, since: float) -> list[dict]:
+        """The restarts the node's service manager made by itself since `since` (this machine's clock),
+        as events on this machine's clock: {"kind": "restart", "node", "service", "unit", "t" (when it
+        ran again, or went if it has not yet), "down", "up", "after" (seconds without it)}."""
+        margin = 1.0  # the clocks' offset is not known yet: ask a little earlier, keep what is after `since`
+        found = [(service, restart) for service in self.services
+                 for restart in self.manager.restarts(service, since - margin)]
+        if not found:
+            return []
+        offset = self.clock.offset
+        events = []
+        for service, restart in found:
+            down = restart.down - offset
+            up = None if restart.up is None else restart.up - offset
+            if (up or down) >= since:
+                events.append({"t": up if up is not None else down, "kind": "restart", "node": self.name,
+                               "service": service, "unit": restart.unit, "down": down, "up": up,
+                               "after": None if up is None else round(up - down, 6)})
+        return events
+
     def is_service_frozen(self, service: str) -> bool:
         """True if the service's processes are stopped (SIGSTOP)."""
         return self.manager.is_frozen(self.check_service(service))
@@ -188,6 +215,9 @@ class Node:
         return service
 
     def check_interface(self, interface: str) -> str:
+        """The interface's name; vip-network (chaoslab.lab.roles) names the node's interface on the VIP's network."""
+        if interface == VIP_NETWORK_INTERFACE:
+            return self.topology.vip_interface_of(self.spec)
         return self.spec.interface(interface).name
 
     def restart_service(self, service: str) -> None:
@@ -224,7 +254,7 @@ class Node:
     def holds_vip(self) -> bool:
         if self.spec.role != "loadbalancer" or self.is_halted():
             return False
-        return self.topology.vip in self.addresses(self.topology.vip_interface)
+        return self.topology.vip in self.addresses(self.topology.vip_interface_of(self.spec))
 
     def vrrp_state(self) -> str:
         """MASTER, BACKUP or FAULT from Keepalived's latest notification; STOPPED if it does not run."""
@@ -234,17 +264,17 @@ class Node:
             return "STOPPED"
         return self.vrrp_log.latest(self.transport) or "INIT"
 
-    def vrrp_poll(self, seen: int, liveness: bool) -> VrrpPoll:
-        """One look for the event recorder: the state changes after the first `seen`, and, with
-        liveness, whether Keepalived runs."""
-        return self.vrrp_log.poll(self.transport, lambda: bool(self.service_pids("keepalived")), seen, liveness)
+    def vrrp_poll(self, position: int | str | None, liveness: bool) -> VrrpPoll:
+        """One look for the event recorder: the state changes after `position` (None: only where they
+        end now), and, with liveness, whether Keepalived runs."""
+        return self.vrrp_log.poll(self.transport, lambda: bool(self.service_pids("keepalived")), position, liveness)
 
     def degrade_link(self, interface: str, delay_ms: float = 0, loss_percent: float = 0) -> str:
         """Delay and/or drop the node's outgoing packets on an interface.
 
         tc netem does both where the kernel has it; without sch_netem, loss
         is emulated with iptables' statistic match and delay is refused."""
-        self.check_interface(interface)
+        interface = self.check_interface(interface)
         if not 0 <= loss_percent <= 100 or delay_ms < 0:
             raise ChaoslabError("loss_percent must be within 0..100 and delay_ms at least 0")
         netem = ["tc", "qdisc", "replace", "dev", interface, "root", "netem"]
@@ -268,7 +298,7 @@ class Node:
     def restore_link(self, interface: str) -> None:
         """Undo degrade_link on an interface (both mechanisms); harmless when nothing is set.
         A root qdisc other than netem is the host's own (shaping on a real host): it stays."""
-        self.check_interface(interface)
+        interface = self.check_interface(interface)
         undo_each(lambda: self._undo(["sh", "-c", DROP_NETEM, "sh", interface], f"remove the netem qdisc of {interface}"),
                   lambda: self._drop_chain(DEGRADE_CHAIN, ("OUTPUT",)))
 

@@ -104,11 +104,14 @@ class Topology:
         }
         self.vip: str = data["vip"]["address"]
         self.vip_network: str = data["vip"]["network"]
-        self.vip_interface: str = data["vip"]["interface"]
         self.port: int = data["vip"]["port"]
         self.virtual_router_id: int = data["vrrp"]["virtual_router_id"]
+        self.vrrp_instance: str | None = data["vrrp"].get("instance")
+        # Keepalived's nopreempt (or "preempt": false): a returning node of higher priority does not take the VIP back
+        self.preempt: bool = bool(data["vrrp"].get("preempt", True))
         self.nodes: tuple[NodeSpec, ...] = tuple(_node_spec(node) for node in data["nodes"])
-        self.client = _node_spec({**data["client"], "role": "client"})
+        # where the lab's own client stands (the netns and vagrant labs); a user's pair needs none
+        self.client = _node_spec({**data["client"], "role": "client"}) if data.get("client") else None
         self.default_profile: str = data["default_profile"]
         validate(self)
 
@@ -141,6 +144,20 @@ class Topology:
     @property
     def profile_names(self) -> list[str]:
         return sorted(self.data["profiles"])
+
+    def vip_interface_of(self, spec: NodeSpec) -> str:
+        """The node's interface that carries the VIP: the one on the VIP's network (names differ per host)."""
+        return next(interface.name for interface in spec.interfaces if interface.network == self.vip_network)
+
+    @property
+    def preferred_master(self) -> str | None:
+        """The load balancer that holds the VIP in steady state, if the configuration says which: the one
+        of highest priority when the pair preempts. None under nopreempt or equal priorities: whichever
+        became master first keeps the VIP."""
+        priorities = sorted((spec.vrrp_priority or 0, spec.name) for spec in self.loadbalancers)
+        if not self.preempt or len(priorities) < 2 or priorities[-1][0] == priorities[-2][0]:
+            return None
+        return priorities[-1][1]
 
     def node(self, name: str) -> NodeSpec:
         for node in self.nodes:
@@ -207,7 +224,7 @@ def validate(topology: Topology) -> None:
         problems.append(f"vrrp.virtual_router_id {topology.virtual_router_id} is outside 1..255")
     seen: dict[str, str] = {topology.vip: "the VIP"}
     names: set[str] = set()
-    for node in (*topology.nodes, topology.client):
+    for node in (*topology.nodes, *([topology.client] if topology.client else [])):
         if node.name in names:
             problems.append(f"node name {node.name!r} is used twice")
         names.add(node.name)
@@ -228,6 +245,10 @@ def validate(topology: Topology) -> None:
             if interface.address in seen:
                 problems.append(f"address {interface.address} of {node.name} is also {seen[interface.address]}")
             seen[interface.address] = node.name
+    for balancer in topology.loadbalancers:
+        if topology.vip_network in topology.networks and topology.vip_network not in \
+                {interface.network for interface in balancer.interfaces}:
+            problems.append(f"load balancer {balancer.name} has no interface on the VIP's network {topology.vip_network}")
     if len(topology.loadbalancers) != 2:
         problems.append(f"the topology needs exactly two load balancers, it has {len(topology.loadbalancers)}")
     if not topology.webservers:

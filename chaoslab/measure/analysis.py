@@ -20,6 +20,11 @@ relative to the fault injection; everything is rounded to milliseconds):
 - downtime: the main outage's downtime; 0.0 when no outage overlaps the fault;
   None when there was no fault or no sample, or when the main outage never
   ended ("downtime_at_least" then gives the lower bound the samples prove).
+- restarts: each restart the hosts' service manager (systemd, Restart=) made by itself during
+  the run, from its journal: the service was down from "down" to "up" (seconds after the
+  injection). A restart of the faulted service before any other node took over means the fault
+  was undone before the failover theory describes could happen: within_theory is then None, and
+  "theory_note" says why.
 - verdict: "unknown" without samples, or when the steady state did not hold before
   the method (nothing was tested); "invalid" when the last sample failed
   (the VIP did not answer when the run ended); "valid" otherwise.
@@ -39,7 +44,7 @@ from pathlib import Path
 from chaoslab.measure.client import Outcome
 from chaoslab.measure.theory import Prediction
 
-__all__ = ["load_events", "load_samples", "summarize"]
+__all__ = ["load_events", "load_samples", "run_snapshot", "summarize"]
 
 ALTERNATION_RUN = 4  # consecutive ok answers that must alternate between backends
 
@@ -152,6 +157,9 @@ def summarize(
     timeline, holders_before, holders_after = vip_timeline(events)
     verdict, reason = judge(samples, fault, steady_before)
     failed = [sample for sample in samples if not sample.ok]
+    restarts = [restart_json(event, fault) for event in events if event.get("kind") == "restart"]
+    run_phases = phases(events, fault, main)
+    undone = restart_undoing(restarts, fault, run_phases)
     return {
         "interval": interval,
         "requests": len(samples),
@@ -173,9 +181,13 @@ def summarize(
         "vip_timeline": timeline,
         "vip_holder_before": holders_before,
         "vip_holder_after": holders_after,
-        "phases": phases(events, fault, main),
+        "phases": run_phases,
+        "restarts": restarts,
         "theory": prediction.to_json() if prediction else None,
-        "within_theory": within_theory(prediction, fault, main, downtime, interval),
+        "within_theory": None if undone else within_theory(prediction, fault, main, downtime, interval),
+        "theory_note": (f"{undone['text']} ({undone['down']:+.2f} s to {undone['up']:+.2f} s), before another "
+                        "load balancer took over: the fault was undone before the failover theory predicts "
+                        "could happen") if undone else None,
         "verdict": verdict,
         "verdict_reason": reason,
     }
@@ -387,6 +399,29 @@ def _takes_over(event: dict, masters: set[str]) -> bool:
 
 def _first_time(events: Iterable[dict], matches: Callable[[dict], bool]) -> float | None:
     return next((event["t"] for event in events if matches(event)), None)
+
+
+def restart_json(event: dict, fault: Fault | None) -> dict:
+    """A restart event, its times after the injection (absolute without a fault), and one line."""
+    origin = fault.inject if fault else 0.0
+    after = event.get("after")
+    text = (f"systemd restarted {event.get('service')} on {event.get('node')} after {after:.2f} s" if after is not None
+            else f"systemd was restarting {event.get('service')} on {event.get('node')} when the run ended")
+    return {"node": event.get("node"), "service": event.get("service"), "unit": event.get("unit"),
+            "down": _ms(_since(event.get("down"), origin)), "up": _ms(_since(event.get("up"), origin)),
+            "after": _ms(after), "text": text}
+
+
+def restart_undoing(restarts: Sequence[dict], fault: Fault | None, run_phases: dict) -> dict | None:
+    """The restart of the faulted service on the faulted node that came back before any takeover."""
+    if fault is None:
+        return None
+    takeover = run_phases.get("takeover")
+    for restart in restarts:
+        if (restart["node"], restart["service"]) == (fault.node, fault.target) and restart["up"] is not None \
+                and restart["up"] >= 0 and (takeover is None or restart["up"] <= takeover):
+            return restart
+    return None
 
 
 # ---------------------------------------------------------------------------- judgement

@@ -30,14 +30,22 @@ LIVENESS_POLL = 0.25
 
 @dataclass(frozen=True)
 class VrrpPoll:
-    """What one look at a node's VRRP state log found. alive: whether Keepalived runs, None when
-    that was not asked or could not be told; reachable: False when the node did not answer (then
-    nothing is known of its Keepalived, which is not the same as knowing it stopped)."""
+    """What one look at a node's VRRP states found: lines "<unix time> <state>" on the node's clock;
+    position: where the next look starts (a line count of the lab's log, a journal cursor); alive:
+    whether Keepalived runs, None when that was not asked or could not be told; reachable: False when
+    the node did not answer (then nothing is known of its Keepalived, which is not knowing it stopped)."""
 
     lines: list[str]
-    count: int
+    position: int | str | None
     alive: bool | None
     reachable: bool = True
+
+
+class ClockReading(Protocol):
+    """A node's clock against the recorder's (chaoslab.lab.transport.ClockOffset is one)."""
+
+    offset: float
+    uncertainty: float
 
 
 class WatchedNode(Protocol):
@@ -46,16 +54,19 @@ class WatchedNode(Protocol):
     name: str
     poll_interval: float
 
+    @property
+    def clock(self) -> ClockReading: ...
     def spawn(self, argv: list[str]) -> subprocess.Popen: ...
     def holds_vip(self) -> bool: ...
     def service_pids(self, service: str) -> list[int]: ...
-    def vrrp_poll(self, seen: int, liveness: bool) -> VrrpPoll: ...
+    def vrrp_poll(self, position: int | str | None, liveness: bool) -> VrrpPoll: ...
 
 
 class WatchedLab(Protocol):
     """The stack as the recorder watches it (chaoslab.lab.lab.Lab is one)."""
 
     def loadbalancers(self) -> list[WatchedNode]: ...
+    def service_restarts(self, since: float) -> list[dict]: ...
     def vip_holders(self) -> list[str]: ...
     def vrrp_states(self) -> dict[str, str]: ...
 
@@ -79,6 +90,22 @@ def append_event(path: Path, event: dict) -> None:
         os.write(descriptor, line)
     finally:
         os.close(descriptor)
+
+
+def latest_fault_node(path: Path) -> str | None:
+    """The node of the latest fault injected on a node, in a run's events; None before the first."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return None
+    for line in reversed(lines):
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line still being written
+        if event.get("kind") == "fault" and event.get("phase") == "inject" and event.get("node"):
+            return event["node"]
+    return None
 
 
 # `ip -ts` stamps its lines in the local time of the node, without a zone: run it in UTC wherever the
@@ -122,6 +149,20 @@ class EventRecorder:
         self.monitors: dict[str, subprocess.Popen] = {}
         self.monitors_lock = threading.Lock()  # no monitor is spawned once stop() has begun ending them
         self.holders: dict[str, bool] = {}
+        self.started = 0.0
+        self.offsets: dict[str, float] = {}  # how far each node's clock is ahead: its stamps, moved onto ours
+
+    def _clock(self, node: WatchedNode) -> float:
+        """Measure the node's clock once and record it; 0 if it cannot be read (said in the log)."""
+        try:
+            clock = node.clock
+        except Exception as error:  # the node cannot tell its time now: its stamps are taken as they are
+            logger.warning(f"chaoslab: the clock of {node.name} could not be read ({error}); its times are "
+                           "taken as this machine's")
+            return 0.0
+        self.record({"t": time.time(), "kind": "clock", "node": node.name, "offset": round(clock.offset, 6),
+                     "uncertainty": round(clock.uncertainty, 6)})
+        return clock.offset
 
     def record(self, event: dict) -> None:
         with self.lock:
@@ -134,8 +175,10 @@ class EventRecorder:
         })
 
     def start(self) -> None:
+        self.started = time.time()
         self.snapshot("start")
         for node in self.lab.loadbalancers():
+            self.offsets[node.name] = self._clock(node)
             self.holders[node.name] = node.holds_vip()
             for target in (self._watch_vip, self._watch_vrrp):
                 thread = threading.Thread(target=target, args=(node,), daemon=True,
@@ -151,6 +194,8 @@ class EventRecorder:
             stop_process(monitor)
         for thread in self.threads:
             thread.join(timeout=5)
+        for event in self.lab.service_restarts(self.started):  # the service manager's own, from its journal
+            self.record(event)
         self.snapshot("end")
 
     def _vip_change(self, node: str, when: float, change: str) -> None:
@@ -173,13 +218,13 @@ class EventRecorder:
             for line in monitor.stdout:
                 parsed = parse_monitor_line(line, vip)
                 if parsed:
-                    self._vip_change(node.name, *parsed)
+                    self._vip_change(node.name, parsed[0] - self.offsets.get(node.name, 0.0), parsed[1])
             monitor.wait()
             self.stopping.wait(0.05)
 
     def _watch_vrrp(self, node: WatchedNode) -> None:
-        """Follow Keepalived's notify log, and notice when Keepalived is gone."""
-        seen = node.vrrp_poll(0, liveness=False).count
+        """Follow Keepalived's state changes, and notice when Keepalived is gone."""
+        position = node.vrrp_poll(None, liveness=False).position
         alive = bool(node.service_pids("keepalived"))
         reachable = True
         next_liveness = time.monotonic() + LIVENESS_POLL
@@ -187,15 +232,16 @@ class EventRecorder:
             liveness = time.monotonic() >= next_liveness
             if liveness:
                 next_liveness += LIVENESS_POLL
-            poll = node.vrrp_poll(seen, liveness)
-            seen = poll.count
+            poll = node.vrrp_poll(position, liveness)
+            position = poll.position
             for line in poll.lines:
                 parsed = parse_state_line(line)
                 if parsed is None:
                     logger.warning(f"chaoslab: {node.name}: a line of the VRRP state log is not '<unix time> "
                                    f"<state>', skipped: {line!r}")
                     continue
-                self.record({"t": parsed[0], "kind": "vrrp", "node": node.name, "state": parsed[1]})
+                self.record({"t": parsed[0] - self.offsets.get(node.name, 0.0), "kind": "vrrp", "node": node.name,
+                             "state": parsed[1]})
             if poll.reachable != reachable:  # not knowing Keepalived's state is not knowing it stopped
                 reachable = poll.reachable
                 self.record({"t": time.time(), "kind": "reach", "node": node.name, "reachable": reachable})

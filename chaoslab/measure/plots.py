@@ -48,6 +48,7 @@ ERROR_STYLES = {  # kind: (marker, colour)
 }
 STATE_COLOURS = {"MASTER": "#2ca02c", "BACKUP": "#7f7f7f", "FAULT": "#d62728"}
 STOP_COLOUR = "#9467bd"
+RESTART_COLOUR = "#d9a400"  # a service its service manager restarted by itself
 DATA_SHARE = 0.62  # the latency dots use the lower part of the top panel; labels use the rest
 
 
@@ -76,6 +77,7 @@ def plot_run(
     _draw_vip(vip_axes, summary, events, origin, end)
     _draw_faults(all_axes, summary, origin, end)
     _draw_vrrp(all_axes, events, origin, end)
+    _draw_restarts(all_axes, events, origin, end)
     _draw_downtime(latency_axes, summary, origin)
 
     latency_axes.set_xlim(_x_limits(samples, summary, origin, end))
@@ -198,6 +200,30 @@ def _draw_vrrp(all_axes: Sequence[Axes], events: Sequence[dict], origin: float, 
             ha="right",
             fontsize=8.5,
             color=colour,
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 1},
+        )
+
+
+def _draw_restarts(all_axes: Sequence[Axes], events: Sequence[dict], origin: float, end: float) -> None:
+    """A band per restart the service manager made by itself, from the service's exit to its return,
+    labelled "systemd restarted <service> on <node>" in the top panel."""
+    for event in events:
+        if event.get("kind") != "restart":
+            continue
+        down = event["down"] - origin
+        up = event["up"] - origin if event.get("up") is not None else end
+        for axes in all_axes:
+            axes.axvspan(down, max(up, down + 0.01), color=RESTART_COLOUR, alpha=0.35, linewidth=0)
+        after = f" after {event['after']:.2f} s" if event.get("after") is not None else " (not back)"
+        all_axes[0].text(
+            up,
+            0.80,
+            f" systemd restarted {event.get('service')}\n on {event.get('node')}{after}",
+            transform=all_axes[0].get_xaxis_transform(),
+            va="top",
+            ha="left",
+            fontsize=8.5,
+            color=RESTART_COLOUR,
             bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 1},
         )
 

@@ -38,21 +38,6 @@ def pool_size(interval: float, timeout: float) -> int:
     interval of the timeout, and some spare."""
     return math.ceil(timeout / interval) + SPARE_WORKERS
 
-def next_samples(path: Path, count: int, timeout: float) -> list[Outcome]:
-    """The first `count` samples sent from now on by the sampler writing to path, in send order."""
-    since = time.time()
-    offset = path.stat().st_size
-    deadline = time.monotonic() + timeout
-    outcomes: list[Outcome] = []
-    while len(outcomes) < count and time.monotonic() < deadline:
-        time.sleep(0.02)
-        with open(path, encoding="utf-8") as handle:
-            handle.seek(offset)
-            lines = [line for line in handle.read().split("\n")[:-1] if line]
-        outcomes = [outcome for outcome in map(Outcome.from_json, map(json.loads, lines)) if outcome.sent >= since]
-    return sorted(outcomes, key=lambda outcome: outcome.sent)[:count]
-
-
 class Sampler:
     """Calls `request` once per slot of `interval` seconds, each on a worker of its own, and writes
     each outcome as one JSON line. A slot that finds every worker busy is skipped, never made up

@@ -10,8 +10,8 @@ __all__ = ["degrade_link", "heal_partition", "link_down", "link_up", "partition_
 
 
 def link_down(node: str, interface: str, configuration: Configuration = None, secrets: Secrets = None) -> str:
-    """Pull the cable of `node` on `interface` (e.g. eth1, the public network),
-    from the switch's side. Returns the node. Undo with link_up."""
+    """Pull the cable of `node` on `interface` (a name such as eth1, or vip-network: the
+    node's interface on the VIP's network), from the switch's side. Returns the node. Undo with link_up."""
     target = Lab.for_faults(configuration).fault_node("link_down", node, interface=interface)
     target.link_down(interface)
     return target.name
@@ -30,8 +30,8 @@ def link_up(node: str | None = None, interface: str | None = None,
 
 def degrade_link(node: str, interface: str, delay_ms: float = 0, loss_percent: float = 0,
                  configuration: Configuration = None, secrets: Secrets = None) -> str:
-    """Delay (ms) and/or drop (percent) the packets `node` sends on `interface`,
-    with tc netem; on a kernel without netem, loss only (iptables statistic).
+    """Delay (ms) and/or drop (percent) the packets `node` sends on `interface` (a name, or
+    vip-network), with tc netem; on a kernel without netem, loss only (iptables statistic).
     Returns the mechanism used. Undo with restore_link."""
     target = Lab.for_faults(configuration).fault_node("degrade_link", node, interface=interface,
                                                      delay_ms=delay_ms, loss_percent=loss_percent)

@@ -139,9 +139,9 @@ class Capture:
     def _start_vrrp(self) -> None:
         """Capture VRRP on every load balancer but the preferred master, and wait until each has
         heard an advert: then the capture runs, and before the fault."""
-        interface = self.lab.topology.vip_interface
         for node in self.lab.loadbalancers():
-            if node.name != self.lab.preferred_master:
+            if node.name != self.lab.topology.preferred_master:
+                interface = self.lab.topology.vip_interface_of(node.spec)
                 self.nodes.append(NodeCapture(node, ["tcpdump", "-l", "-n", "-tt", "-i", interface, "vrrp"],
                                               self.folder / f"vrrp-{node.name}.txt"))
         deadline = time.monotonic() + READY_TIMEOUT + 3 * self.lab.profile.advert_int

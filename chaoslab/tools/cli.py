@@ -12,7 +12,8 @@ from pathlib import Path
 
 from chaoslab.checks import file_problems
 from chaoslab.errors import ChaoslabError
-from chaoslab.lab.lab import SELECTORS, Lab
+from chaoslab.lab.lab import Lab
+from chaoslab.lab.roles import SELECTORS
 from chaoslab.lab.settings import LabSettings
 from chaoslab.lab.topology import Topology
 from chaoslab.measure import history

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from chaoslab.checks import check_experiment, load_experiment
 from chaoslab.errors import ChaoslabError
-from chaoslab.lab.lab import SELECTORS, Lab
+from chaoslab.lab.lab import Lab
+from chaoslab.lab.roles import SELECTORS
 from chaoslab.lab.settings import LabSettings
 from chaoslab.lab.topology import Topology
 
@@ -29,8 +30,10 @@ def where(lab: Lab, module_name: str, node: str | None, topology: Topology) -> s
     if node is None:
         return "the client" if module_name.startswith("chaoslab.vip.") else "every node it concerns"
     if node in SELECTORS:
-        candidates = ", ".join(describe(spec.name) for spec in topology.loadbalancers)
-        return f"the {node} when it runs, one of {candidates}"
+        selector = SELECTORS[node]
+        candidates = ", ".join(describe(spec.name) for spec in topology.nodes
+                               if selector.role in (None, spec.role))
+        return f"{node}: {selector.meaning} when it runs, one of {candidates}"
     return describe(node)
 
 

@@ -311,8 +311,7 @@ def run_experiment(lab: Lab, experiment: Path, folder: Path) -> RunFiles:
     chaos = str(Path(sys.executable).parent / "chaos")
     environment = {**os.environ, "CHAOSLAB_PREFIX": lab.prefix, "CHAOSLAB_PROFILE": lab.profile.name,
                    "CHAOSLAB_RESULTS": str(folder)}
-    interface = lab.topology.vip_interface
-    macs = {node.name: link_address(node, interface) for node in lab.loadbalancers()}
+    macs = {node.name: link_address(node, lab.topology.vip_interface_of(node.spec)) for node in lab.loadbalancers()}
     addresses = {spec.name: spec.address(lab.topology.vip_network) for spec in lab.topology.loadbalancers}
     with Capture(lab, folder) as capture:
         result = subprocess.run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from chaoslib.types import Configuration, Secrets
 
@@ -13,6 +14,8 @@ __all__ = [
     "single_vip_holder",
     "vip_alternates",
     "vip_answers",
+    "vip_held_by",
+    "vip_held_by_both",
     "vip_holder",
     "wait_for_steady_state",
     "wait_until_vip_answers",
@@ -36,17 +39,37 @@ def vip_alternates(count: int = 4, configuration: Configuration = None, secrets:
 def vip_holder(wait_for_change_from: str | None = None, timeout: float = 0.0,
                configuration: Configuration = None, secrets: Secrets = None) -> str:
     """The load balancer holding the VIP ("none" if nobody does, names joined by
-    commas if several do). With `wait_for_change_from`, wait up to `timeout`
-    seconds until someone holds it and the holders are no longer just that node."""
+    commas if several do). With `wait_for_change_from` (a name, or a part such as
+    vrrp-master), wait up to `timeout` seconds until someone holds it and the holders
+    are no longer just that node."""
     lab = Lab.running(configuration)
-    if wait_for_change_from is not None:
-        lab.node(wait_for_change_from)  # validates the name
+    former = lab.resolve(wait_for_change_from) if wait_for_change_from is not None else None
+    holders = wait_for_holders(lab, lambda holders: former is None or (bool(holders) and holders != [former]), timeout)
+    return ",".join(holders) or "none"
+
+
+def vip_held_by(node: str, timeout: float = 0.0, configuration: Configuration = None, secrets: Secrets = None) -> bool:
+    """True once `node` alone holds the VIP, waiting up to `timeout` seconds. `node` is a name or a
+    part: other-loadbalancer (the one the run's fault did not hit), faulted-node, vrrp-backup, ..."""
+    lab = Lab.running(configuration)
+    wanted = lab.resolve(node)
+    return wait_for_holders(lab, lambda holders: holders == [wanted], timeout) == [wanted]
+
+
+def vip_held_by_both(timeout: float = 0.0, configuration: Configuration = None, secrets: Secrets = None) -> bool:
+    """True once both load balancers hold the VIP (split brain), waiting up to `timeout` seconds."""
+    lab = Lab.running(configuration)
+    both = len(lab.topology.loadbalancers)
+    return len(wait_for_holders(lab, lambda holders: len(holders) == both, timeout)) == both
+
+
+def wait_for_holders(lab: Lab, done: Callable[[list[str]], bool], timeout: float) -> list[str]:
+    """The VIP's holders once `done` says so, or when `timeout` seconds are over."""
     deadline = time.monotonic() + timeout
     while True:
         holders = lab.vip_holders()
-        moved = bool(holders) and holders != [wait_for_change_from]
-        if wait_for_change_from is None or moved or time.monotonic() >= deadline:
-            return ",".join(holders) or "none"
+        if done(holders) or time.monotonic() >= deadline:
+            return holders
         time.sleep(0.05)
 
 
@@ -70,6 +93,6 @@ def wait_until_vip_answers(timeout: float = 30.0, configuration: Configuration =
 
 def wait_for_steady_state(timeout: float = 30.0, configuration: Configuration = None,
                           secrets: Secrets = None) -> float:
-    """Wait until exactly one load balancer holds the VIP and its answers alternate
-    between all web servers; return the seconds waited. Fails after `timeout` seconds."""
+    """Wait until exactly one load balancer holds the VIP (the preferred one where the pair preempts)
+    and every web server answers; return the seconds waited. Fails after `timeout` seconds."""
     return round(Lab.running(configuration).wait_ready(timeout), 3)

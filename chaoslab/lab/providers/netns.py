@@ -47,6 +47,12 @@ BINARIES = ("ip", "haproxy", "keepalived", "apache2", "pgrep", "iptables", "sets
 class NetnsProvider(Provider):
     name = "netns"
 
+    def __init__(self, *args: object, **kwargs: object):
+        super().__init__(*args, **kwargs)
+        if self.topology.client is None:
+            raise ChaoslabError(f"the netns lab needs a client in the topology {self.topology.source} "
+                                "(\"client\": its name and interface on the VIP's network), where it measures from")
+
     def namespace(self, node: str) -> str:
         return f"{self.prefix}-{node}"
 
@@ -74,7 +80,7 @@ class NetnsProvider(Provider):
         spec = self.topology.node(name)
         namespace, root = self.namespace(name), self.node_root(name)
         transport = NetnsTransport(namespace, root)
-        vip = (self.topology.vip, self.topology.vip_interface) if spec.role == "loadbalancer" else None
+        vip = (self.topology.vip, self.topology.vip_interface_of(spec)) if spec.role == "loadbalancer" else None
         machine = SwitchMachine(namespace, root, [interface.name for interface in spec.interfaces],
                                 self.namespace(SWITCH),
                                 {interface.name: self.port_name(name, interface.name) for interface in spec.interfaces},

@@ -30,7 +30,7 @@ from chaoslab.lab.providers import Provider
 from chaoslab.lab.services.systemd import SystemdServices
 from chaoslab.lab.topology import Profile, Topology
 from chaoslab.lab.transport.ssh import SshConnection, SshTransport
-from chaoslab.lab.vrrp import NotifyLogOverSsh
+from chaoslab.lab.vrrp import JournalLog, NotifyLogOverSsh, VrrpLog
 
 T = TypeVar("T")
 
@@ -69,9 +69,19 @@ class SshHosts:
         return SshTransport(name, self.connection(self.inventory.host(name)), lambda: self.halted(name))
 
     def node(self, name: str, profile: Profile, machine: Machine, transport: SshTransport | None = None) -> Node:
+        host = self.inventory.host(name)
         transport = transport or self.transport(name)
-        return Node(self.topology.node(name), self.topology, profile, transport, SystemdServices(name, transport),
-                    machine, NotifyLogOverSsh())
+        services = SystemdServices(name, transport, host.units)
+        return Node(self.topology.node(name), self.topology, profile, transport, services, machine,
+                    self.vrrp_log(host, services))
+
+    def vrrp_log(self, host: Host, services: SystemdServices) -> VrrpLog:
+        """Where the host's Keepalived state changes are read: the lab's notify log on machines chaoslab
+        made, the journal of the host's own Keepalived elsewhere (or as the inventory says)."""
+        lab_host = self.inventory.lab_hosts if self.lab_hosts is None else self.lab_hosts
+        if (host.vrrp_states or ("notify" if lab_host else "journal")) == "notify":
+            return NotifyLogOverSsh()
+        return JournalLog(host.name, lambda: services.unit("keepalived"), self.topology.vrrp_instance)
 
     def close(self) -> list[str]:
         """End the shared connections, if any were opened."""

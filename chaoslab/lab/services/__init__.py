@@ -9,6 +9,17 @@ from __future__ import annotations
 import signal as signals
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Restart:
+    """The service manager restarted a unit by itself: its process went at `down`, it ran again at
+    `up` (None: not yet), both on the node's clock."""
+
+    unit: str
+    down: float
+    up: float | None
 
 
 class ServiceManager(ABC):
@@ -36,3 +47,8 @@ class ServiceManager(ABC):
     @abstractmethod
     def after_boot(self, services: Sequence[str]) -> None:
         """What the node's init does once it is powered on: the services run when this returns."""
+
+    def restarts(self, service: str, since: float) -> list[Restart]:
+        """The restarts the service manager made of the service by itself since `since` (the node's
+        clock); none where chaoslab runs the daemons itself."""
+        return []

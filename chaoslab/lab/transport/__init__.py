@@ -7,8 +7,10 @@ OpenSSH. Nothing above a transport knows which it is.
 from __future__ import annotations
 
 import subprocess
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from chaoslab.commands import CommandResult
 from chaoslab.errors import ChaoslabError
@@ -16,6 +18,18 @@ from chaoslab.errors import ChaoslabError
 
 class Unreachable(ChaoslabError):
     """The node did not answer (a host that is down, a VM that was halted)."""
+
+
+@dataclass(frozen=True)
+class ClockOffset:
+    """How far the node's clock is ahead of this machine's (seconds; negative: behind), give or take
+    the uncertainty: half the round trip of the best look."""
+
+    offset: float
+    uncertainty: float
+
+
+CLOCK_SAMPLES = 5
 
 
 class Transport(ABC):
@@ -26,6 +40,11 @@ class Transport(ABC):
     def run(self, argv: Sequence[str], timeout: float = 30.0, check: bool = False) -> CommandResult:
         """Run a command on the node, as root; Unreachable if the node does not answer."""
 
+    def run_as(self, argv: Sequence[str], privileged: bool, timeout: float = 30.0,
+               check: bool = False) -> CommandResult:
+        """run, as root or not where that makes a difference (sudo over ssh); as root by default."""
+        return self.run(argv, timeout, check)
+
     @abstractmethod
     def spawn(self, argv: Sequence[str]) -> subprocess.Popen:
         """Start a long-running command on the node (a monitor); its stdout is a text pipe."""
@@ -33,6 +52,23 @@ class Transport(ABC):
     @abstractmethod
     def read_file(self, relative: str) -> str | None:
         """The text of a file under the node's root, or None if it does not exist or cannot be read."""
+
+    def clock_offset(self) -> ClockOffset:
+        """The node's clock against this machine's, NTP's way: the node's time against the middle of
+        the round trip, from the look with the shortest round trip of a few."""
+        best: ClockOffset | None = None
+        for _ in range(CLOCK_SAMPLES):
+            sent = time.time()
+            result = self.run(["date", "+%s.%N"], timeout=10)
+            received = time.time()
+            try:
+                remote = float(result.stdout.strip())
+            except ValueError:
+                raise ChaoslabError(f"the node's clock could not be read: date printed {result.stdout!r}") from None
+            sample = ClockOffset(remote - (sent + received) / 2, (received - sent) / 2)
+            if best is None or sample.uncertainty < best.uncertainty:
+                best = sample
+        return best
 
 
 def distribution_family(transport: Transport) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from chaoslab.commands import CommandResult, run
-from chaoslab.lab.transport import Transport
+from chaoslab.lab.transport import ClockOffset, Transport
 
 
 class NetnsTransport(Transport):
@@ -23,6 +23,10 @@ class NetnsTransport(Transport):
             ["ip", "netns", "exec", self.namespace, *argv],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
+
+    def clock_offset(self) -> ClockOffset:
+        """A namespace of this machine: the same clock."""
+        return ClockOffset(0.0, 0.0)
 
     def read_file(self, relative: str) -> str | None:
         try:
