@@ -511,3 +511,30 @@ def test_an_answer_that_arrives_late_does_not_end_the_outage_early():
               "node": "haproxy-1", "target": "haproxy"}
     summary = summarize(samples, [inject], interval=0.01)
     assert summary["downtime"] == pytest.approx(at(300) - at(99), abs=0.001)
+
+
+def test_a_restart_by_systemd_before_any_takeover_is_shown_and_not_judged_against_theory(tmp_path: Path):
+    """kill -9 HAProxy on a host whose unit has Restart=always: systemd brings it back 0.12 s later,
+    before Keepalived's check could fail twice, so the VIP never moves. The summary says so and does
+    not judge the short outage against the failover theory; the chart draws the restart."""
+    samples = [ok(index) if not 100.0 < at(index) < 100.12 else failed(index, "refused") for index in range(2000)]
+    events = [*reference_events()[:2],
+              {"t": 100.12, "kind": "restart", "node": "haproxy-1", "service": "haproxy", "unit": "haproxy.service",
+               "down": 100.0, "up": 100.12, "after": 0.12},
+              {**reference_events()[-1], "holders": ["haproxy-1"]}]
+    events[1] = {**events[1], "action": "kill_service"}
+    result = summarize(samples, events, INTERVAL, expected_outage("haproxy-kill", SEED_SETTINGS, 100))
+    assert result["restarts"] == [{"node": "haproxy-1", "service": "haproxy", "unit": "haproxy.service",
+                                   "down": 0.0, "up": 0.12, "after": 0.12,
+                                   "text": "systemd restarted haproxy on haproxy-1 after 0.12 s"}]
+    assert result["within_theory"] is None and "the fault was undone before" in result["theory_note"]
+    assert result["downtime"] == pytest.approx(0.12, abs=0.011)
+    plot_run(samples, events, result, tmp_path / "restart.png", "restart")
+    assert (tmp_path / "restart.png").stat().st_size > 10_000
+
+
+def test_a_restart_after_the_takeover_leaves_the_judgement_to_theory(summary):
+    events = [*reference_events(), {"t": 104.0, "kind": "restart", "node": "haproxy-1", "service": "haproxy",
+                                    "unit": "haproxy.service", "down": 100.0, "up": 104.0, "after": 4.0}]
+    result = summarize(reference_samples(), events, INTERVAL, expected_outage("haproxy-stop", SEED_SETTINGS, 100))
+    assert result["within_theory"] is summary["within_theory"] is True and result["theory_note"] is None

@@ -25,6 +25,7 @@ from chaoslab.lab.lab import Lab
 from chaoslab.lab.libvirt_host import LibvirtHost
 from chaoslab.lab.namespaces import namespace_inode
 from chaoslab.lab.settings import LabSettings
+from chaoslab.lab.topology import Topology
 from chaoslab.paths import PROJECT_DIR, STATE_ROOT
 from tests.helpers import chaoslab_command
 
@@ -54,7 +55,8 @@ def assert_the_tracked_path(summary: dict) -> None:
     that waited out the master-down interval instead (no priority-0 advert) would be seconds later still."""
     theory, phases, downtime = summary["theory"], summary["phases"], summary["downtime"]
     slack = 2 * summary["interval"]
-    assert theory["low"] - slack <= downtime <= theory["high"] + 2.0, (downtime, theory)
+    check_interval = Topology.load().profile(summary["run"]["profile"]).settings["track"]["interval"]
+    assert theory["low"] - slack <= downtime <= theory["high"] + check_interval, (downtime, theory)
     assert phases["detection"] is not None and phases["takeover"] is not None, phases
 
 

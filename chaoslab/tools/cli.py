@@ -12,7 +12,7 @@ from pathlib import Path
 
 from chaoslab.checks import file_problems
 from chaoslab.errors import ChaoslabError
-from chaoslab.lab.lab import Lab
+from chaoslab.lab.lab import Lab, inventory_topology
 from chaoslab.lab.roles import SELECTORS
 from chaoslab.lab.settings import LabSettings
 from chaoslab.lab.topology import Topology
@@ -23,6 +23,7 @@ from chaoslab.tools.bench import bench_failover, bench_lab, bench_matrix, bench_
 from chaoslab.tools.matrix import MATRIX_PREFIX, PROFILES, SCENARIOS
 
 Handler = Callable[[argparse.Namespace], int]
+AddParser = Callable[..., argparse.ArgumentParser]  # a subparsers action's add_parser
 
 
 def lab_from(args: argparse.Namespace) -> Lab:
@@ -157,13 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_lab_commands, add_box_commands, add_run_commands, add_experiment_commands, add_bench_commands):
-        add(commands)
+        add(commands.add_parser)
     return parser
 
 
-def add_lab_commands(commands: argparse._SubParsersAction) -> None:
+def add_lab_commands(add_parser: AddParser) -> None:
     """chaoslab lab up | down | status | exec."""
-    lab = commands.add_parser("lab", help="bring the lab up or down, show it, run a command on a node")
+    lab = add_parser("lab", help="bring the lab up or down, show it, run a command on a node")
     lab_commands = lab.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
 
     def lab_command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
@@ -179,14 +180,14 @@ def add_lab_commands(commands: argparse._SubParsersAction) -> None:
     lab_command("down", lab_down, "remove everything the lab made (fine when nothing is up)")
     lab_command("status", lab_status, "show nodes, services, VRRP states, the VIP holder and what the VIP answers")
     execute = lab_command("exec", lab_exec, "run a command on a node: chaoslab lab exec NODE -- CMD [ARG...]")
-    execute.add_argument("node", help="node name, or vrrp-master / vrrp-backup")
+    execute.add_argument("node", help="node name, or a part: vrrp-master, vrrp-backup, vip-holder, webserver")
     execute.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     execute.add_argument("--timeout", type=float, default=60.0, help="seconds before the command is stopped")
 
 
-def add_box_commands(commands: argparse._SubParsersAction) -> None:
+def add_box_commands(add_parser: AddParser) -> None:
     """chaoslab box build."""
-    boxes = commands.add_parser("box", help="the Vagrant box of the VMs: Debian 12 for libvirt, built offline")
+    boxes = add_parser("box", help="the Vagrant box of the VMs: Debian 12 for libvirt, built offline")
     box_commands = boxes.add_subparsers(dest="box_command", required=True, metavar="ACTION")
     box_help = ("build the box chaoslab/debian-12 from provision/box/ with mmdebstrap and add it to "
                 "VAGRANT_HOME=/var/lib/chaoslab/vagrant-home (nothing to do if the box of the same recipe is there)")
@@ -195,9 +196,9 @@ def add_box_commands(commands: argparse._SubParsersAction) -> None:
     box_make.set_defaults(handler=box_build)
 
 
-def add_run_commands(commands: argparse._SubParsersAction) -> None:
+def add_run_commands(add_parser: AddParser) -> None:
     """chaoslab schedule | history | report: runs over time."""
-    scheduling = commands.add_parser(
+    scheduling = add_parser(
         "schedule", help="run experiments one after another, round after round, in the foreground",
         description="Run the experiments one after another, a round every --every, --count rounds or until "
                     "Ctrl-C (which lets the running experiment roll back and write its results first).")
@@ -212,27 +213,29 @@ def add_run_commands(commands: argparse._SubParsersAction) -> None:
                             help="print a crontab line and systemd service and timer units instead of running")
     scheduling.set_defaults(handler=schedule_runs)
 
-    recorded = commands.add_parser("history", help="the recorded runs, as a table",
+    recorded = add_parser("history", help="the recorded runs, as a table",
                                    description="The runs recorded in results/history.sqlite, oldest first.")
     recorded.add_argument("--experiment", help="only this experiment: its short name (failover), title or file")
     recorded.add_argument("--last", type=int, help="only the last N runs")
     recorded.set_defaults(handler=history_table)
 
-    page = commands.add_parser("report", help="write the HTML report of the history (results/report.html)",
+    page = add_parser("report", help="write the HTML report of the history (results/report.html)",
                                description="One self-contained HTML page: per experiment the latest status, the "
                                            "resilience score, the downtime distribution and trend against theory.")
     page.add_argument("--output", help="where to write it (default results/report.html)")
     page.set_defaults(handler=write_report)
 
 
-def add_experiment_commands(commands: argparse._SubParsersAction) -> None:
+def add_experiment_commands(add_parser: AddParser) -> None:
     """chaoslab check | plan: an experiment before it runs."""
-    check = commands.add_parser("check", help="check experiments against chaoslab and the topology, before a run",
+    check = add_parser("check", help="check experiments against chaoslab and the topology, before a run",
                                 description="check experiments against chaoslab and the topology, before a run")
     check.add_argument("experiments", nargs="+", type=Path, metavar="EXPERIMENT", help="experiment JSON files")
+    check.add_argument("--inventory", help="check against the topology this Ansible inventory names "
+                                           "(chaoslab_topology; env CHAOSLAB_INVENTORY), not the project's")
     check.set_defaults(handler=check_experiments)
 
-    dry_run = commands.add_parser("plan", help="dry run: what each fault of an experiment would do, on which host",
+    dry_run = add_parser("plan", help="dry run: what each fault of an experiment would do, on which host",
                                   description="dry run: what each fault of an experiment would do, on which host; "
                                               "nothing is connected to or changed")
     dry_run.add_argument("experiment", type=Path, metavar="EXPERIMENT", help="experiment JSON file")
@@ -243,9 +246,9 @@ def add_experiment_commands(commands: argparse._SubParsersAction) -> None:
         args.experiment, {"provider": args.provider, "prefix": args.prefix, "inventory": args.inventory})))
 
 
-def add_bench_commands(commands: argparse._SubParsersAction) -> None:
+def add_bench_commands(add_parser: AddParser) -> None:
     """chaoslab bench lab | failover | vagrant | sampler | matrix | report."""
-    bench = commands.add_parser("bench", help="benchmarks that print numbers (each uses a lab of its own)")
+    bench = add_parser("bench", help="benchmarks that print numbers (each uses a lab of its own)")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
     bench_up = bench_commands.add_parser("lab", help="lab up until the VIP answers, and lab down: median of runs")
     bench_up.add_argument("--runs", type=int, default=5, help="how many times (default 5)")
@@ -290,7 +293,8 @@ def print_lines(lines: Sequence[str]) -> int:
 
 
 def check_experiments(args: argparse.Namespace) -> int:
-    topology = Topology.load()
+    topology = inventory_topology(args.inventory or os.environ.get("CHAOSLAB_INVENTORY")) or Topology.load()
+    print(f"against the topology {topology.source}")
     failed = False
     for path in args.experiments:
         problems = file_problems(path, topology)
