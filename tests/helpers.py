@@ -17,7 +17,7 @@ from chaoslab.paths import PROJECT_DIR, STATE_ROOT
 
 SHARED_PREFIX = "ctshared"
 TEST_PREFIXES = ("ctnone", "ctshared", "ctfresh", "ctkill", "ctkillup", "ctkilled", "ctexp", "ctother", "ctsched", "ctsafe",
-                 "ctfast", "ctvm", "ctvmssh", "ctplan", "ctzone", "ctlock", "ctvmlog")
+                 "ctfast", "ctvm", "ctvmssh", "ctplan", "ctzone", "ctlock", "ctvmlog", "ctssh", "ctowned")
 LAB_PROCESSES = ("haproxy", "keepalived", "apache2", "haproxy-health", "libvirtd", "virtlogd", "qemu-system-x86")
 VENV_BIN = Path(sys.executable).parent
 

@@ -76,7 +76,16 @@ def test_a_node_clock_ahead_of_ours_has_its_stamps_moved_onto_ours(tmp_path: Pat
                     tmp_path / "events.jsonl", 0.3)
     assert [(event["t"], event["state"]) for event in events if event["kind"] == "vrrp"] == [(900.5, "MASTER")]
     [clock] = [event for event in events if event["kind"] == "clock"]
-    assert (clock["node"], clock["offset"]) == ("haproxy-1", 100.0)
+    assert (clock["node"], clock["offset"], clock["applied"]) == ("haproxy-1", 100.0, 100.0)
+
+
+def test_an_offset_within_its_uncertainty_is_not_applied(tmp_path: Path):
+    """5 ms ahead, give or take 10 ms (half the round trip): no telling it from the same clock."""
+    node = ScriptedNode([VrrpPoll(["1000.5 MASTER"], 1, None)])
+    node.clock = ClockOffset(0.005, 0.01)
+    events = record(node, tmp_path / "events.jsonl", 0.3)
+    assert [event["t"] for event in events if event["kind"] == "vrrp"] == [1000.5]
+    assert [event["applied"] for event in events if event["kind"] == "clock"] == [0.0]
 
 
 def record(node: ScriptedNode, path: Path, seconds: float) -> list[dict]:

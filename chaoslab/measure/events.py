@@ -153,16 +153,19 @@ class EventRecorder:
         self.offsets: dict[str, float] = {}  # how far each node's clock is ahead: its stamps, moved onto ours
 
     def _clock(self, node: WatchedNode) -> float:
-        """Measure the node's clock once and record it; 0 if it cannot be read (said in the log)."""
+        """Measure the node's clock once and record it; the offset its stamps are moved by, 0 if it cannot
+        be read (said in the log)."""
         try:
             clock = node.clock
         except Exception as error:  # the node cannot tell its time now: its stamps are taken as they are
             logger.warning(f"chaoslab: the clock of {node.name} could not be read ({error}); its times are "
                            "taken as this machine's")
             return 0.0
+        # an offset within its uncertainty cannot be told from none (a host on the same clock measures so)
+        applied = clock.offset if abs(clock.offset) > clock.uncertainty else 0.0
         self.record({"t": time.time(), "kind": "clock", "node": node.name, "offset": round(clock.offset, 6),
-                     "uncertainty": round(clock.uncertainty, 6)})
-        return clock.offset
+                     "uncertainty": round(clock.uncertainty, 6), "applied": round(applied, 6)})
+        return applied
 
     def record(self, event: dict) -> None:
         with self.lock:
