@@ -359,3 +359,17 @@ def test_apache_accepts_the_rendered_lab_config(node: str, tmp_path: Path):
     root = configure(node, tmp_path)
     result = run(apache2, "-t", "-f", str(root / "etc/chaoslab/httpd-lab.conf"))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_notify_script_logs_states_only(tmp_path: Path):
+    """Keepalived 2 writes MASTER_RX_LOWER_PRI to the FIFO when a master hears a lower priority's
+    advert; it is no state change and must not reach the state log (the master stays MASTER)."""
+    root = configure("haproxy-1", tmp_path)
+    fifo_lines = tmp_path / "fifo.txt"
+    fifo_lines.write_text('INSTANCE "VI_1" BACKUP 103\nINSTANCE "VI_1" MASTER 103\n'
+                          'INSTANCE "VI_1" MASTER_RX_LOWER_PRI 103\nGROUP "VG_1" MASTER\nINSTANCE "VI_1" FAULT 103\n')
+    (root / "run/chaoslab").mkdir(parents=True, exist_ok=True)
+    result = run("sh", str(root / "etc/keepalived/chaoslab/vrrp_notify.sh"), str(fifo_lines))
+    assert result.returncode == 0, result.stderr
+    log = (root / "run/chaoslab/vrrp-state.log").read_text().splitlines()
+    assert [line.split()[1] for line in log] == ["BACKUP", "MASTER", "FAULT"]

@@ -6,8 +6,11 @@
 # One line per change, "<unix time> <state>", read by chaoslab's event recorder
 # (world-readable: it reads without sudo; Keepalived runs scripts with umask 077).
 umask 022
+# Only states: Keepalived 2 also writes MASTER_RX_LOWER_PRI (a master heard a lower priority's
+# advert), which changes nothing.
 while read -r kind _name state _priority; do
-    if [ "$$kind" = INSTANCE ]; then
-        printf '%s %s\n' "$$(date +%s.%N)" "$$state" >> ${root}/run/chaoslab/vrrp-state.log
-    fi
+    case "$$kind $$state" in
+        "INSTANCE MASTER" | "INSTANCE BACKUP" | "INSTANCE FAULT" | "INSTANCE STOP")
+            printf '%s %s\n' "$$(date +%s.%N)" "$$state" >> ${root}/run/chaoslab/vrrp-state.log ;;
+    esac
 done < "$$1"
