@@ -5,7 +5,7 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-mapfile -t host_packages < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' provision/host-packages)
+mapfile -t host_packages < <(sed -e 's/#.*//' -e 's/[[:space:]]*$//' -e '/^$/d' provision/host-packages)
 bash provision/install.sh --role lab -- "${host_packages[@]}"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
