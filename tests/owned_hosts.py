@@ -197,7 +197,9 @@ def check(argv: Sequence[str], timeout: float = 60, input: str | None = None) ->
 def container_exec(leader: int, argv: Sequence[str], timeout: float = 60,
                    input: str | None = None) -> subprocess.CompletedProcess[str]:
     nsenter = shutil.which("nsenter") or "nsenter"
-    return run([nsenter, "--target", str(leader), "--all", "--", *argv], timeout=timeout, input=input,
+    # the container's root and working directory too: this process's own root may be a chroot's,
+    # which the container's mount namespace would otherwise show (a fresh machine's chroot does)
+    return run([nsenter, "--target", str(leader), "--all", "--root", "--wd", "--", *argv], timeout=timeout, input=input,
                env={"PATH": PATH, "LANG": "C.UTF-8", "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"})
 
 
