@@ -166,7 +166,7 @@ class Node:
                  for restart in self.manager.restarts(service, since - margin)]
         if not found:
             return []
-        offset = self.clock.offset
+        offset = self.clock.applied  # as the event recorder moves the node's other stamps
         events = []
         for service, restart in found:
             down = restart.down - offset

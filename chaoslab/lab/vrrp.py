@@ -94,9 +94,9 @@ class NotifyLogOverSsh(NotifyLog):
 
     def poll(self, transport: Transport, alive: Callable[[], bool], position: int | str | None,
              liveness: bool) -> VrrpPoll:
-        seen = int(position) if position is not None else 1 << 30  # None: the length only
         try:
-            result = transport.run_as(["sh", "-c", VRRP_POLL, "sh", str(seen), f"/{self.path}"], privileged=False)
+            result = transport.run_as(["sh", "-c", VRRP_POLL, "sh", str(position or 0), f"/{self.path}"],
+                                      privileged=False)
         except Unreachable:
             return VrrpPoll([], position, None, reachable=False)
         lines = result.stdout.splitlines()

@@ -47,6 +47,9 @@ class ClockReading(Protocol):
     offset: float
     uncertainty: float
 
+    @property
+    def applied(self) -> float: ...
+
 
 class WatchedNode(Protocol):
     """A load balancer as the recorder watches it (chaoslab.lab.node.Node is one)."""
@@ -161,8 +164,7 @@ class EventRecorder:
             logger.warning(f"chaoslab: the clock of {node.name} could not be read ({error}); its times are "
                            "taken as this machine's")
             return 0.0
-        # an offset within its uncertainty cannot be told from none (a host on the same clock measures so)
-        applied = clock.offset if abs(clock.offset) > clock.uncertainty else 0.0
+        applied = clock.applied
         self.record({"t": time.time(), "kind": "clock", "node": node.name, "offset": round(clock.offset, 6),
                      "uncertainty": round(clock.uncertainty, 6), "applied": round(applied, 6)})
         return applied

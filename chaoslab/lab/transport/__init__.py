@@ -28,6 +28,12 @@ class ClockOffset:
     offset: float
     uncertainty: float
 
+    @property
+    def applied(self) -> float:
+        """The offset to move the node's stamps by: none when it is within its uncertainty (no telling
+        it from the same clock, which a host on this machine's clock measures so)."""
+        return self.offset if abs(self.offset) > self.uncertainty else 0.0
+
 
 CLOCK_SAMPLES = 5
 
