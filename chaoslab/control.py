@@ -244,8 +244,9 @@ def write_results(run: Run, journal: Journal | None, recovered: bool, not_undone
     events = analysis.load_events(run.folder / EVENTS)
     prediction = None
     if options.get("scenario"):
-        prediction = theory.expected_outage(options["scenario"], run.lab.profile.settings,
-                                            backup_priority(run.lab.topology, events))
+        backup, master = takeover_priorities(run.lab.topology, events)
+        prediction = theory.expected_outage(options["scenario"], run.lab.profile.settings, backup, master,
+                                            run.lab.topology.preempt)
     steady_before = steady_state_before(journal)
     summary = analysis.summarize(samples, events, run.lab.provider.sampler_interval, prediction,
                                  options.get("focus", "inject"), steady_before)
@@ -289,12 +290,18 @@ def write_results(run: Run, journal: Journal | None, recovered: bool, not_undone
     history.record_run(summary, options.get("downtime_budget"), run.experiment_file, run.lab.software_versions())
 
 
-def backup_priority(topology: Topology, events: list[dict]) -> int:
-    """The VRRP priority of the load balancer that takes over: the one not holding the VIP when the run
-    started (under nopreempt either may hold it); the lower one when that is not known."""
+def takeover_priorities(topology: Topology, events: list[dict]) -> tuple[int, int]:
+    """The VRRP priorities of the load balancer that takes over and of the master it takes over from:
+    the one not holding the VIP when the run started and the holder (under nopreempt either may hold it);
+    the lower and the higher when that is not known."""
     start = analysis.run_snapshot(events, "start") or {}
-    others = [spec.vrrp_priority for spec in topology.loadbalancers if spec.name not in (start.get("holders") or [])]
-    return others[0] if len(others) == 1 else min(spec.vrrp_priority for spec in topology.loadbalancers)
+    holders = start.get("holders") or []
+    others = [spec.vrrp_priority for spec in topology.loadbalancers if spec.name not in holders]
+    held = [spec.vrrp_priority for spec in topology.loadbalancers if spec.name in holders]
+    if len(others) == 1 and len(held) == 1:
+        return others[0], held[0]
+    priorities = sorted(spec.vrrp_priority for spec in topology.loadbalancers)
+    return priorities[0], priorities[-1]
 
 
 def experiment_source() -> str | None:

@@ -1,7 +1,7 @@
 """The layers a reader sees in the folder names, held by a rule: a module imports only from its own
 layer or the ones below it. From the bottom: the base (errors, commands, paths, the services table),
-the instrument and checker (measure/), the system under test (lab/), the Chaos Toolkit activities,
-the control, the tools on top."""
+the instrument and checker (measure/), a pair's own configs as read (configs/), the system under test
+(lab/), the Chaos Toolkit activities, the control, the tools on top."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from chaoslab.paths import PROJECT_DIR
 
-LAYERS = ("base", "measure", "lab", "activities", "control", "tools")
+LAYERS = ("base", "measure", "configs", "lab", "activities", "control", "tools")
 ACTIVITIES = ("vip", "service", "keepalived", "node", "network")
 CONTROL = ("control", "safeguard", "checks")
 
@@ -21,7 +21,7 @@ def layer(module: str) -> str:
     """The layer of a module of chaoslab, by its dotted name."""
     parts = module.split(".")[1:]
     head = parts[0] if parts else ""
-    if head in ("measure", "lab", "tools"):
+    if head in ("measure", "configs", "lab", "tools"):
         return head
     if head in ACTIVITIES:
         return "activities"

@@ -24,6 +24,7 @@ from chaoslab.lab import inventory as inventories
 from chaoslab.lab.topology import Topology
 from tests.helpers import needs_root
 from tests.owned_hosts import (
+    AUTH_PASS,
     CACHE_ROOT,
     COOKIES,
     USER,
@@ -244,3 +245,29 @@ def test_a_backend_down_on_the_owners_pair_fails_requests_within_its_check_windo
     assert (summary["fault"]["node"], summary["fault"]["target"]) == ("web-a", "httpd")
     assert "2 x 1000 ms" in summary["theory"]["formula"] and summary["within_theory"] is True
     assert summary["failed"] > 0  # no redispatch: requests sent to web-a before the check marked it down
+
+
+def test_import_from_the_inventory_reads_the_owners_configs_over_ssh(pair: OwnedPair, tmp_path: Path):
+    """chaoslab import --from-inventory copies /etc/keepalived and /etc/haproxy of both load balancers
+    and writes the topology of what the owner configured; the VRRP password stays in the copies."""
+    configs = tmp_path / "pair"
+    result = controller(pair, [CHAOSLAB, "import", str(configs), "--from-inventory", str(pair.inventory)], tmp_path)
+    assert result.returncode in (0, 1), result.stderr  # 1: a daemon refused a file (keepalived -t, haproxy -c)
+    assert stat.S_IMODE(os.stat(configs).st_mode) == 0o700
+    assert (configs / "ha01" / "keepalived" / "keepalived.conf").is_file()
+    assert (configs / "ha02" / "haproxy" / "haproxy.cfg").is_file()
+    imported = json.loads((configs / "topology.json").read_text())
+    assert AUTH_PASS not in json.dumps(imported) and AUTH_PASS not in result.stdout
+    topology = Topology(imported)
+    assert topology.vip == pair.vip and topology.preferred_master is None and not topology.preempt
+    assert {spec.name: topology.vip_interface_of(spec) for spec in topology.loadbalancers} == {
+        name: pair.hosts[name].interface for name in ("ha01", "ha02")}
+    assert {spec.name: spec.address("vip") for spec in topology.loadbalancers} == {
+        name: pair.hosts[name].address for name in ("ha01", "ha02")}  # multicast: the inventory's addresses
+    assert topology.target().backends == tuple(sorted(COOKIES.items()))
+    assert topology.profile().settings["track"] == {"mechanism": "script", "interval": 1.0, "fall": 2, "rise": 2,
+                                                    "weight": 0, "probe": "process"}
+    predicted = {each["scenario"]: each for each in imported["imported"]["predictions"]}
+    # every 1 s, fall 2: detected after 1-2 s, FAULT, then the backup's (priority 100) skew 0.61 s
+    assert (predicted["haproxy-kill"]["low"], predicted["haproxy-kill"]["high"]) == pytest.approx((1.0, 2.609375))
+    assert "haproxy-kill" in result.stdout and "2.61 s" in result.stdout

@@ -23,6 +23,9 @@ from chaoslab.stack import HEALTH_CHECKER, ROLES, stack_services
 TRACK_MECHANISMS = {
     "script": ("interval", "fall", "rise"),
     "file": ("check_interval_ms", "timeout_ms", "fall", "rise", "health_port"),
+    # imported from a user's keepalived.conf: nothing tracks HAProxy, or a file another process writes
+    "none": (),
+    "external": (),
 }
 IFNAMSIZ = 15
 
@@ -49,6 +52,7 @@ class NodeSpec:
     role: str
     interfaces: tuple[Interface, ...]
     vrrp_priority: int | None = None
+    port: int = 80  # a web server's: where HAProxy's backend reaches it (the lab's own template uses 80)
 
     @property
     def services(self) -> tuple[str, ...]:
@@ -205,6 +209,7 @@ def _node_spec(data: dict) -> NodeSpec:
         role=data["role"],
         interfaces=tuple(Interface(i["name"], i["network"], i["address"]) for i in data["interfaces"]),
         vrrp_priority=data.get("vrrp", {}).get("priority"),
+        port=data.get("port", 80),
     )
 
 
@@ -230,8 +235,11 @@ def validate(topology: Topology) -> None:
         names.add(node.name)
         if node.role not in (*ROLES, "client"):
             problems.append(f"node {node.name} has role {node.role!r}; roles: loadbalancer, webserver")
-        if node.role == "loadbalancer" and not (node.vrrp_priority and 1 <= node.vrrp_priority <= 254):
-            problems.append(f"node {node.name}: VRRP priority {node.vrrp_priority} is outside 1..254")
+        if node.role == "loadbalancer" and not (node.vrrp_priority and 1 <= node.vrrp_priority <= 255):
+            problems.append(f"node {node.name}: VRRP priority {node.vrrp_priority} is outside 1..255 "
+                            "(255: the owner of the VIP's address)")
+        if not (isinstance(node.port, int) and not isinstance(node.port, bool) and 1 <= node.port <= 65535):
+            problems.append(f"node {node.name}: port {node.port!r} is not a TCP port (1..65535)")
         for interface in node.interfaces:
             if len(f"{node.name}-{interface.name}") > IFNAMSIZ:
                 problems.append(

@@ -35,6 +35,13 @@ SCENARIOS: dict[str, str] = {
     "slow-link": "adverts are delayed or lost on a slow link",
 }
 
+# track mechanisms whose timing is not chaoslab's to know (configs imported from a user's pair)
+UNTIMED_TRACKS = {
+    "none": "nothing tracks HAProxy: a dead HAProxy on the master never moves the VIP (never recovers)",
+    "external": ("Keepalived tracks a file another process writes: how soon it notices a dead HAProxy is "
+                 "not in the configs; no single prediction"),
+}
+
 _NO_SINGLE_PREDICTION = {
     "failback": (
         "failback: the returning master preempts the backup; what clients see depends on preempt_delay "
@@ -100,11 +107,14 @@ def master_down_interval(advert_int: float, priority: int, version: int = 3) -> 
     return 3 * advert_int + skew_time(advert_int, priority, version)
 
 
-def expected_outage(scenario: str, settings: dict, backup_priority: int) -> Prediction:
+def expected_outage(scenario: str, settings: dict, backup_priority: int, master_priority: int | None = None,
+                    preempt: bool = True) -> Prediction:
     """The client outage VRRP theory predicts for a scenario under a profile's settings.
 
     settings is a profile's merged settings dict (sections "vrrp", "track", "haproxy");
-    backup_priority is the VRRP priority of the node expected to take over.
+    backup_priority is the VRRP priority of the node expected to take over, master_priority the
+    master's (needed where a track check lowers it by a weight instead of putting it in FAULT),
+    preempt False under Keepalived's nopreempt.
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; known scenarios: {', '.join(SCENARIOS)}")
@@ -129,6 +139,10 @@ def expected_outage(scenario: str, settings: dict, backup_priority: int) -> Pred
     if scenario == "keepalived-stop":
         return _graceful_stop(scenario, advert, backup_priority, version)
     if scenario == "haproxy-freeze" and _setting(settings, "track", "mechanism") == "script":
+        if settings["track"].get("probe", "process") != "process":
+            return Prediction(scenario, 0.0, math.nan,
+                              "a frozen HAProxy against a track script that does not just look for its process: "
+                              "whether and when the script notices depends on what it asks; no single prediction")
         return Prediction(
             scenario,
             math.inf,
@@ -136,6 +150,12 @@ def expected_outage(scenario: str, settings: dict, backup_priority: int) -> Pred
             "a frozen HAProxy keeps its pid, so the pid-based track script keeps passing: "
             "the VIP stays on a node that serves nobody (never recovers)",
         )
+    mechanism = _setting(settings, "track", "mechanism")
+    if mechanism in UNTIMED_TRACKS:
+        never = math.inf if mechanism == "none" else math.nan
+        return Prediction(scenario, 0.0 if math.isnan(never) else never, never, UNTIMED_TRACKS[mechanism])
+    if int(settings["track"].get("weight") or 0):
+        return _weighted_track(scenario, settings, advert, backup_priority, master_priority, preempt, version)
     return _tracked_haproxy(scenario, settings, advert, backup_priority, version)
 
 
@@ -174,6 +194,33 @@ def _tracked_haproxy(scenario: str, settings: dict, advert: float, priority: int
         f"{_skew_text(advert, priority, version)} = {skew:.2f} s: outage {detect_low:.2f}-{high:.2f} s"
     )
     return Prediction(scenario, detect_low, high, formula)
+
+
+def _weighted_track(scenario: str, settings: dict, advert: float, backup: int, master: int | None, preempt: bool,
+                    version: int) -> Prediction:
+    """A failed check with a weight lowers the master's priority instead of putting it in FAULT:
+    the VIP moves only if that puts the master below the backup and the backup may preempt. The
+    backup then takes over at once or, discarding the lower adverts as RFC 3768/5798 say, when its
+    master down timer runs out: between the skew and the master down interval after detection."""
+    weight = int(settings["track"]["weight"])
+    interval, fall, checker = _track_check(settings)
+    if master is None:
+        raise ValueError("a track check with a weight needs the master's priority for a prediction")
+    lowered = master + weight if weight < 0 else master
+    if lowered >= backup or not preempt:
+        why = (f"nopreempt: the backup ({backup}) never preempts a live master" if lowered < backup
+               else f"the master's priority {master} lowered by {abs(weight) if weight < 0 else 0} is {lowered}, "
+                    f"not below the backup's {backup}")
+        return Prediction(scenario, math.inf, math.inf,
+                          f"{checker} with weight {weight}: {why}: a dead HAProxy never moves the VIP (never recovers)")
+    detect_low, detect_high = (fall - 1) * interval, fall * interval
+    skew = skew_time(advert, backup, version)
+    mdi = master_down_interval(advert, backup, version)
+    formula = (f"{checker} every {_num(interval)} s, fall {fall}, weight {weight}: detected after "
+               f"{detect_low:.2f}-{detect_high:.2f} s, the master's priority drops to {lowered} below the backup's "
+               f"{backup}, which takes over after its skew {skew:.2f} s up to its master down interval {mdi:.2f} s: "
+               f"outage {detect_low + skew:.2f}-{detect_high + mdi:.2f} s")
+    return Prediction(scenario, detect_low + skew, detect_high + mdi, formula)
 
 
 def _track_check(settings: dict) -> tuple[float, int, str]:

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from chaoslab.checks import file_problems
+from chaoslab.configs.importer import prediction_rows
 from chaoslab.errors import ChaoslabError
 from chaoslab.lab.lab import Lab, inventory_topology
 from chaoslab.lab.roles import SELECTORS
@@ -18,9 +19,10 @@ from chaoslab.lab.settings import LabSettings
 from chaoslab.lab.topology import Topology
 from chaoslab.measure import history
 from chaoslab.paths import PROJECT_DIR, results_dir
-from chaoslab.tools import dryrun, schedule
+from chaoslab.tools import dryrun, pair_commands, schedule
 from chaoslab.tools.bench import bench_failover, bench_lab, bench_matrix, bench_sampler, bench_vagrant
 from chaoslab.tools.matrix import MATRIX_PREFIX, PROFILES, SCENARIOS
+from chaoslab.tools.tables import table
 
 Handler = Callable[[argparse.Namespace], int]
 AddParser = Callable[..., argparse.ArgumentParser]  # a subparsers action's add_parser
@@ -37,17 +39,32 @@ def lab_from(args: argparse.Namespace) -> Lab:
     ))
 
 
-def table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(row[column])) for row in rows) for column in range(len(rows[0]))]
-    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
-
-
 def lab_up(args: argparse.Namespace) -> int:
+    if args.configs:
+        return rehearse(args)
     lab = lab_from(args)
     started = time.monotonic()
     for line in lab.up():
         print(line)
     print(f"took {time.monotonic() - started:.2f} s")
+    return 0
+
+
+def rehearse(args: argparse.Namespace) -> int:
+    """lab up --configs DIR: the pair's own configs, as written, in the netns lab."""
+    if (args.provider or "netns") != "netns":
+        raise ChaoslabError(f"--configs rehearses a pair in the netns lab, not the {args.provider} provider; "
+                            "leave out --provider")
+    imported = pair_commands.imported(args.configs, pair_commands.parse_addresses(args.address))
+    topology = Topology(imported.topology, args.configs / pair_commands.TOPOLOGY_FILE)
+    defaults = LabSettings.resolve()
+    lab = Lab(replace(defaults, provider="netns", prefix=args.prefix or defaults.prefix,
+                      configs=str(args.configs.resolve())), topology)
+    started = time.monotonic()
+    for line in lab.up():
+        print(line)
+    print(f"took {time.monotonic() - started:.2f} s")
+    print(table([("FAULT", "THE CONFIGS PROMISE", "WHY"), *prediction_rows(imported.predictions)]))
     return 0
 
 
@@ -157,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Chaos experiments against a highly available load balancer (HAProxy + Keepalived + Apache).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_lab_commands, add_box_commands, add_run_commands, add_experiment_commands, add_bench_commands):
+    for add in (add_lab_commands, add_config_commands, add_box_commands, add_run_commands, add_experiment_commands,
+                add_bench_commands):
         add(commands.add_parser)
     return parser
 
@@ -177,12 +195,46 @@ def add_lab_commands(add_parser: AddParser) -> None:
 
     up = lab_command("up", lab_up, "bring the lab up and wait until the VIP answers (no change if it is up)")
     up.add_argument("--profile", help="settings profile from the topology (default: seed; env CHAOSLAB_PROFILE)")
+    up.add_argument("--configs", type=Path, metavar="DIR",
+                    help="rehearse a pair's own configs in the netns lab: DIR/<node>/keepalived/ and "
+                         "DIR/<node>/haproxy/ as its hosts' /etc/keepalived and /etc/haproxy")
+    add_address_option(up)
     lab_command("down", lab_down, "remove everything the lab made (fine when nothing is up)")
     lab_command("status", lab_status, "show nodes, services, VRRP states, the VIP holder and what the VIP answers")
     execute = lab_command("exec", lab_exec, "run a command on a node: chaoslab lab exec NODE -- CMD [ARG...]")
     execute.add_argument("node", help="node name, or a part: vrrp-master, vrrp-backup, vip-holder, webserver")
     execute.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     execute.add_argument("--timeout", type=float, default=60.0, help="seconds before the command is stopped")
+
+
+def add_address_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", action="append", default=[], metavar="NODE=ADDRESS",
+                        help="a load balancer's address on the VIP's network, where its keepalived.conf has "
+                             "no unicast_src_ip (repeat per node)")
+
+
+def add_config_commands(add_parser: AddParser) -> None:
+    """chaoslab import | lint: a pair's own keepalived.conf and haproxy.cfg."""
+    layout = ("DIR holds a folder per load balancer, named as the node: DIR/<node>/keepalived/ (its "
+              "/etc/keepalived) and DIR/<node>/haproxy/ (its /etc/haproxy)")
+    importing = add_parser(
+        "import", help="write the topology of a pair from its own keepalived.conf and haproxy.cfg",
+        description="Read both load balancers' keepalived.conf and haproxy.cfg, have keepalived -t and haproxy -c "
+                    "judge them where installed, write the topology chaoslab runs on (DIR/topology.json) and print "
+                    f"what was assumed or not mapped, and what the configs promise for each fault. {layout}.")
+    importing.add_argument("directory", type=Path, metavar="DIR", help="the pair's configs")
+    importing.add_argument("--output", type=Path, help="where to write the topology (default DIR/topology.json)")
+    importing.add_argument("--from-inventory", metavar="INVENTORY",
+                           help="first copy /etc/keepalived and /etc/haproxy of this Ansible inventory's load "
+                                "balancers into DIR over ssh")
+    add_address_option(importing)
+    importing.set_defaults(handler=pair_commands.import_command)
+    linting = add_parser(
+        "lint", help="what in a pair's configs will hurt in a failover, with the fix",
+        description="Findings across both load balancers' configs, each with its severity, file:line, what it "
+                    f"causes in a failover and the fix; exit status 1 when any is an error. {layout}.")
+    linting.add_argument("directory", type=Path, metavar="DIR", help="the pair's configs")
+    linting.set_defaults(handler=pair_commands.lint_command)
 
 
 def add_box_commands(add_parser: AddParser) -> None:
