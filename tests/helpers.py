@@ -13,13 +13,15 @@ import pytest
 from chaoslab.lab.lab import Lab
 from chaoslab.lab.libvirt_host import DATA_ROOT
 from chaoslab.lab.settings import LabSettings
+from chaoslab.lab.topology import Topology
 from chaoslab.paths import PROJECT_DIR, STATE_ROOT
 
 SHARED_PREFIX = "ctshared"
 TEST_PREFIXES = ("ctnone", "ctshared", "ctfresh", "ctkill", "ctkillup", "ctkilled", "ctexp", "ctother", "ctsched", "ctsafe",
-                 "ctfast", "ctvm", "ctvmssh", "ctplan", "ctzone", "ctlock", "ctvmlog", "ctssh", "ctowned")
+                 "ctfast", "ctvm", "ctvmssh", "ctplan", "ctzone", "ctlock", "ctvmlog", "ctssh", "ctowned", "ctpair", "ctreh")
 LAB_PROCESSES = ("haproxy", "keepalived", "apache2", "haproxy-health", "libvirtd", "virtlogd", "qemu-system-x86")
 VENV_BIN = Path(sys.executable).parent
+REHEARSAL_DATA = Path(__file__).parent / "data/rehearsal"  # a pair's own configs (configs/) and its topology
 
 
 def needs_root() -> None:
@@ -63,3 +65,6 @@ def fresh_lab(prefix: str, profile: str | None = None) -> Iterator[Lab]:
         lab.down()
 
 
+def rehearsal_lab(prefix: str, configs: Path = REHEARSAL_DATA / "configs") -> Lab:
+    """A rehearsal lab (not up yet) of tests/data/rehearsal's pair, its configs from `configs`."""
+    return Lab(LabSettings(prefix=prefix, configs=str(configs)), Topology.load(REHEARSAL_DATA / "topology.json"))

@@ -69,15 +69,15 @@ def test_what_was_assumed_is_named_with_its_place(weighted):
 def test_their_timers_promise_a_weighted_failover(weighted):
     predictions = {p.scenario: p for p in weighted.predictions}
     # killall -0 every 2 s, fall 2: 2-4 s; 110 - 20 = 90 < 100: the backup takes over after its skew
-    # (256-100)/256 = 0.61 s, at most its master down interval 3 x 1 + 0.61 = 3.61 s
-    assert (predictions["haproxy-kill"].low, predictions["haproxy-kill"].high) == pytest.approx((2.609375, 7.609375))
+    # discards the lower adverts: its master down interval 3 x 1 + 0.61 = 3.61 s after the last advert before
+    assert (predictions["haproxy-kill"].low, predictions["haproxy-kill"].high) == pytest.approx((4.609375, 7.609375))
     assert (predictions["halt-master"].low, predictions["halt-master"].high) == pytest.approx((2.609375, 3.609375))
     assert predictions["keepalived-stop"].high == pytest.approx(0.609375)
     assert predictions["haproxy-freeze"].never_recovers  # killall -0 passes a frozen HAProxy
     assert predictions["backend-down"].high == pytest.approx(9.0)  # 3 x 3000 ms
     assert weighted.topology["imported"]["predictions"][0]["scenario"] == "halt-master"
     rows = dict((scenario, window) for scenario, window, _ in prediction_rows(weighted.predictions))
-    assert rows["haproxy-kill"] == "2.61-7.61 s" and rows["haproxy-freeze"] == "never recovers"
+    assert rows["haproxy-kill"] == "4.61-7.61 s" and rows["haproxy-freeze"] == "never recovers"
 
 
 def test_a_weight_that_cannot_reorder_the_priorities_never_moves_the_vip():

@@ -42,7 +42,7 @@ def test_the_shipped_topology_is_valid():
     (lambda d: node(d, "haproxy-2")["vrrp"].update(priority=0), "VRRP priority 0 is outside 1..255"),
     (lambda d: d["vrrp"].update(virtual_router_id=256), "virtual_router_id 256 is outside 1..255"),
     (lambda d: d["vrrp"].update(virtual_router_id=0), "virtual_router_id 0 is outside 1..255"),
-    (lambda d: node(d, "httpd-1").update(name="a-very-long-node"), "longer than 15 characters"),
+    (lambda d: node(d, "httpd-1")["interfaces"][0].update(name="enp0s31f6-uplink"), "is not 1 to 15 characters"),
     (lambda d: d.update(default_profile="nope"), "default_profile 'nope' is not one of the profiles"),
 ])
 def test_inconsistent_topologies_are_refused(change, message):

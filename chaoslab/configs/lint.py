@@ -43,7 +43,7 @@ from chaoslab.configs.model import (
 )
 from chaoslab.configs.sources import NodeFiles
 from chaoslab.configs.statements import Place, Statement
-from chaoslab.measure.theory import master_down_interval, skew_time
+from chaoslab.measure.theory import expected_outage, master_down_interval
 
 __all__ = ["SEVERITIES", "Finding", "exit_status", "format_findings", "lint"]
 
@@ -728,17 +728,11 @@ def _track_timing(config: LoadBalancerConfig, other: LoadBalancerConfig, broken:
             if partner is None:
                 consequence = "then no partner instance takes the VIP (none on the other node)"
             else:
-                version, advert, backup = _version(partner), advert_int_used(partner), _priority(partner)
-                skew = skew_time(advert, backup, version)
-                if weight == 0:
-                    consequence = (f"then {instance.name} enters FAULT and sends a priority-0 advert: {other.node} "
-                                   f"(priority {backup}) takes over after its skew {skew:.2f} s: outage "
-                                   f"{_num(low)}-{high + skew:.2f} s")
-                else:
-                    mdi = master_down_interval(advert, backup, version)
-                    consequence = (f"then the priority changes by weight {weight}; if that puts it below {other.node}'s, "
-                                   f"{other.node} takes over between its skew {skew:.2f} s and its master down interval "
-                                   f"{mdi:.2f} s later: outage {low + skew:.2f}-{high + mdi:.2f} s")
+                settings = {"vrrp": {"version": _version(partner), "advert_int": advert_int_used(partner)},
+                            "track": {"mechanism": "script", "interval": interval, "fall": script.fall, "weight": weight}}
+                prediction = expected_outage("haproxy-kill", settings, _priority(partner), _priority(instance),
+                                             _preempts(partner))
+                consequence = f"when {other.node} (priority {_priority(partner)}) is the backup: {prediction.formula}"
             findings.append(_finding(
                 "track-timing", "info", entry.place, config.node, text, consequence,
                 f"lower `interval` or `fall` in vrrp_script {script.name} to notice sooner (more checks)"))

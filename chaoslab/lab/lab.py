@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
@@ -99,6 +100,25 @@ def inventory_topology(path: str | None) -> Topology | None:
     return inventories.load(path).topology() if path else None
 
 
+def recorded_topology(state_dir: Path) -> tuple[Topology, str | None] | None:
+    """The topology a lab that is up recorded in its lab.json (a rehearsal's, imported from the user's
+    configs) and its configs directory, if it recorded one: later Labs of the prefix (an experiment's,
+    `lab down`) act on it."""
+    path = state_dir / "lab.json"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        data = info.get("topology")
+    except (FileNotFoundError, ValueError, AttributeError):
+        return None
+    if not data:
+        return None
+    try:
+        return Topology(data, path), info.get("configs")
+    except (KeyError, TypeError, ValueError) as error:
+        raise ChaoslabError(f"the topology recorded in {path} is malformed: {error!r}; "
+                            "remove the lab with a topology that names its nodes, or remove its state") from None
+
+
 class Lab:
     def __init__(self, settings: LabSettings | None = None, topology: Topology | None = None):
         settings = settings or LabSettings()
@@ -112,10 +132,15 @@ class Lab:
                 f"invalid lab prefix {settings.prefix!r}: use 1 to 12 lower-case letters and digits, "
                 "starting with a letter (it names every namespace the lab makes)"
             )
+        state_dir = STATE_ROOT / settings.prefix
+        recorded = recorded_topology(state_dir) if topology is None and not settings.inventory else None
+        if recorded:  # a rehearsal that is up: its topology and configs, not the lab's own
+            topology, configs = recorded
+            settings = replace(settings, configs=settings.configs or configs)
         self.settings = settings
         self.topology = topology or inventory_topology(settings.inventory) or Topology.load()
         self.prefix = settings.prefix
-        self.state_dir = STATE_ROOT / settings.prefix
+        self.state_dir = state_dir
         requested = self.topology.profile(settings.profile)
         self.provider: Provider = provider_class(settings.provider)(self.topology, requested, settings, self.state_dir)
         provider = self.provider.lab_info().get("provider")

@@ -1,7 +1,9 @@
 """Linux network namespaces and the processes in them, for the netns lab and the VMs' libvirt.
 
-A network namespace is a file under /run/netns; its processes are found from /proc
-(the PID namespace is shared, so a process name alone would name another node's too).
+A network namespace is a file under /run/netns; its processes are found from /proc (in the
+lab's own mode the PID namespace is shared, so a process name alone would name another node's
+too). A rehearsal's load balancers have PID namespaces of their own (chaoslab.lab.rehearsal):
+the number a daemon writes in its pid file is its pid there, told apart by own_pid.
 """
 
 from __future__ import annotations
@@ -71,6 +73,26 @@ def process_name(pid: int) -> str | None:
             return handle.read().strip()
     except OSError:
         return None
+
+
+def own_pid(pid: int) -> int | None:
+    """The pid a process has in its own (innermost) PID namespace: the last field of NSpid in
+    /proc/PID/status, which has one field, pid itself, where there is no PID namespace of its own."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def pid_named(number: int, pids: Sequence[int]) -> int | None:
+    """Which of pids (this machine's numbers) a pid file's number names: the one that its own PID
+    namespace calls `number`. The same rule where a daemon runs in the lab's shared PID namespace
+    (the number is its pid) and in a node's own (the number is its pid there): one place for both."""
+    return next((pid for pid in pids if own_pid(pid) == number), None)
 
 
 def signal_pids(pids: Sequence[int], signal: signals.Signals) -> list[int]:

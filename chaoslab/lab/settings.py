@@ -36,6 +36,7 @@ class LabSettings:
     inventory: str | None = None  # the ssh provider's hosts
     confirm_hosts: bool = False  # faults on hosts that are not the lab's own are meant
     sampler_interval: float | None = None  # seconds between the sampler's requests; None: the provider's
+    configs: str | None = None  # a rehearsal's: the pair's own configs, DIR/<node>/keepalived|haproxy (netns lab)
 
     @classmethod
     def resolve(cls, configuration: Mapping | None = None, secrets: Mapping | None = None) -> LabSettings:

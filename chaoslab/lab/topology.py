@@ -241,11 +241,9 @@ def validate(topology: Topology) -> None:
         if not (isinstance(node.port, int) and not isinstance(node.port, bool) and 1 <= node.port <= 65535):
             problems.append(f"node {node.name}: port {node.port!r} is not a TCP port (1..65535)")
         for interface in node.interfaces:
-            if len(f"{node.name}-{interface.name}") > IFNAMSIZ:
-                problems.append(
-                    f"node {node.name}: '{node.name}-{interface.name}' is longer than {IFNAMSIZ} "
-                    "characters, the limit of a Linux interface name; shorten the node name"
-                )
+            if not 0 < len(interface.name) <= IFNAMSIZ:
+                problems.append(f"node {node.name}: interface name {interface.name!r} is not 1 to {IFNAMSIZ} "
+                                "characters long, as a Linux interface name must be")
             if interface.network not in topology.networks:
                 problems.append(f"node {node.name}: unknown network {interface.network!r}")
             elif outside := outside_subnet(topology, interface.address, interface.network):

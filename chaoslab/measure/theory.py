@@ -199,9 +199,10 @@ def _tracked_haproxy(scenario: str, settings: dict, advert: float, priority: int
 def _weighted_track(scenario: str, settings: dict, advert: float, backup: int, master: int | None, preempt: bool,
                     version: int) -> Prediction:
     """A failed check with a weight lowers the master's priority instead of putting it in FAULT:
-    the VIP moves only if that puts the master below the backup and the backup may preempt. The
-    backup then takes over at once or, discarding the lower adverts as RFC 3768/5798 say, when its
-    master down timer runs out: between the skew and the master down interval after detection."""
+    the VIP moves only if that puts the master below the backup and the backup may preempt. A
+    preempting backup discards adverts of a lower priority (RFC 3768 6.4.2, RFC 5798 6.4.2) and takes
+    over when its master down timer runs out, counted from the last advert of the old priority: up to
+    one advert interval before detection."""
     weight = int(settings["track"]["weight"])
     interval, fall, checker = _track_check(settings)
     if master is None:
@@ -214,13 +215,14 @@ def _weighted_track(scenario: str, settings: dict, advert: float, backup: int, m
         return Prediction(scenario, math.inf, math.inf,
                           f"{checker} with weight {weight}: {why}: a dead HAProxy never moves the VIP (never recovers)")
     detect_low, detect_high = (fall - 1) * interval, fall * interval
-    skew = skew_time(advert, backup, version)
     mdi = master_down_interval(advert, backup, version)
+    low, high = detect_low + mdi - advert, detect_high + mdi
     formula = (f"{checker} every {_num(interval)} s, fall {fall}, weight {weight}: detected after "
                f"{detect_low:.2f}-{detect_high:.2f} s, the master's priority drops to {lowered} below the backup's "
-               f"{backup}, which takes over after its skew {skew:.2f} s up to its master down interval {mdi:.2f} s: "
-               f"outage {detect_low + skew:.2f}-{detect_high + mdi:.2f} s")
-    return Prediction(scenario, detect_low + skew, detect_high + mdi, formula)
+               f"{backup}, which discards the lower adverts and takes over when its master down interval "
+               f"3 x {_num(advert)} s + {_skew_text(advert, backup, version)} = {mdi:.2f} s runs out, counted from "
+               f"the last advert before: outage {low:.2f}-{high:.2f} s")
+    return Prediction(scenario, low, high, formula)
 
 
 def _track_check(settings: dict) -> tuple[float, int, str]:

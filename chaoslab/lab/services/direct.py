@@ -1,6 +1,7 @@
 """The netns lab's daemons, run by chaoslab itself (no systemd here): each with its config, pid
 and log files under the node's root, found by its namespace and process name, stopped as its
-service manager would."""
+service manager would. In a rehearsal (chaoslab.lab.rehearsal) a load balancer's HAProxy and
+Keepalived run the user's own configs in the node's own mount and PID namespaces."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from chaoslab.commands import run
 from chaoslab.errors import ChaoslabError
 from chaoslab.lab.namespaces import (
     kill_at_once,
     namespace_pids,
+    pid_named,
     process_name,
     process_state,
     signal_pids,
@@ -20,6 +23,7 @@ from chaoslab.lab.namespaces import (
     wait_stopped,
     wait_until,
 )
+from chaoslab.lab.rehearsal import CONSOLE_STATES, KEEPALIVED_CONFIG, Enclosure, daemon_words
 from chaoslab.lab.services import ServiceManager
 from chaoslab.lab.transport.netns import NetnsTransport
 from chaoslab.stack import SERVICES
@@ -32,20 +36,23 @@ START_ORDER = ("httpd", "haproxy", "haproxy-health", "keepalived")
 
 
 class DirectServices(ServiceManager):
-    def __init__(self, node: str, transport: NetnsTransport):
+    def __init__(self, node: str, transport: NetnsTransport, enclosure: Enclosure | None = None):
         self.node = node
         self.transport = transport
         self.namespace = transport.namespace
         self.root: Path = transport.root
+        self.enclosure = enclosure  # a rehearsed load balancer's own namespaces, where its daemons run
 
     def pids(self, service: str) -> list[int]:
         process = SERVICES[service].processes[FAMILY]
         return [pid for pid in namespace_pids(self.namespace) if process_name(pid) == process]
 
     def main_pid(self, service: str) -> int | None:
+        """The pid (this machine's) of the process the service's pid file names; the number in the file
+        is the daemon's pid in its own PID namespace, which is this machine's in the lab's own mode."""
         text = self.transport.read_file(SERVICES[service].lab_pid_file)
-        pid = int(text.split()[0]) if text and text.split() and text.split()[0].isdigit() else None
-        return pid if pid in self.pids(service) else None
+        number = int(text.split()[0]) if text and text.split() and text.split()[0].isdigit() else None
+        return pid_named(number, self.pids(service)) if number else None
 
     def signal(self, service: str, signal: signals.Signals) -> list[int]:
         if signal == signals.SIGKILL:  # a crash of the whole service, not one process after the other
@@ -68,32 +75,63 @@ class DirectServices(ServiceManager):
         if service == "httpd":
             self.transport.run(["apache2", "-f", str(self.root / "etc/chaoslab/httpd-lab.conf"), "-k", "start"],
                                check=True)
+        elif self.enclosure:
+            self._start_rehearsed(service)
         elif service == "haproxy":
             self.transport.run(["haproxy", "-D", "-f", str(self.root / "etc/haproxy/haproxy.cfg")], check=True)
         elif service == "haproxy-health":
             self._start_detached([str(self.root / "etc/keepalived/chaoslab/haproxy-health")], service)
         else:
-            vrrp_pid, checkers_pid = CHILD_PID_FILES["keepalived"]
-            self._start_detached(
-                ["keepalived", "--dont-fork", "--log-console", "--log-detail", "--vrrp",
-                 "--use-file", str(self.root / "etc/keepalived/keepalived.conf"),
-                 "--pid", str(self.root / SERVICES["keepalived"].lab_pid_file),
-                 "--vrrp_pid", str(self.root / vrrp_pid),
-                 "--checkers_pid", str(self.root / checkers_pid)],
-                service,
-            )
+            self._start_detached(self._keepalived_argv(self.root / "etc/keepalived/keepalived.conf"), service)
         if not wait_until(lambda: self.main_pid(service) is not None, timeout=10):
             raise ChaoslabError(
                 f"{service} did not start on {self.node}; see the logs under {self.root / 'var/log/chaoslab'}"
+                + self._last_words(service)
             )
+
+    def _keepalived_argv(self, config: Path) -> list[str]:
+        vrrp_pid, checkers_pid = CHILD_PID_FILES["keepalived"]
+        return ["keepalived", "--dont-fork", "--log-console", "--log-detail", "--vrrp", "--use-file", str(config),
+                "--pid", str(self.root / SERVICES["keepalived"].lab_pid_file),
+                "--vrrp_pid", str(self.root / vrrp_pid), "--checkers_pid", str(self.root / checkers_pid)]
+
+    def _start_rehearsed(self, service: str) -> None:
+        """The user's own config, at the path their host has it, in the node's own namespaces. HAProxy
+        with -p as Debian's unit starts it (-p /run/haproxy.pid: the node's <root>/run is its /run; a
+        `pidfile` in the config is then ignored, with HAProxy's "already specified. Continuing."); a
+        config it refuses fails here with HAProxy's words. Keepalived on the lab's configuration, which
+        includes the user's keepalived.conf and adds the lab's notify FIFO."""
+        if service == "haproxy":
+            result = run(self.enclosure.command(
+                ["haproxy", "-D", "-f", "/etc/haproxy/haproxy.cfg", "-p", str(self.root / SERVICES[service].lab_pid_file)]))
+            if not result.ok:
+                raise ChaoslabError(f"haproxy on {self.node} did not start on its own /etc/haproxy/haproxy.cfg "
+                                    f"(exit {result.returncode}): {daemon_words(result.stderr + result.stdout)}")
+        elif service == "keepalived":
+            # as the host's own Keepalived, whose config id is its host name: the `@node` lines of its config
+            argv = [*self._keepalived_argv(self.root / KEEPALIVED_CONFIG), "--config-id", self.node]
+            if (self.root / CONSOLE_STATES).exists():
+                argv = [str(self.root / CONSOLE_STATES), *argv]
+            self._start_detached(argv, service)
+        else:
+            raise ChaoslabError(f"{service} is the lab's helper: a rehearsal runs the user's own daemons only")
+
+    def _last_words(self, service: str) -> str:
+        """The end of a detached daemon's log, in its own words (empty if it has none)."""
+        try:
+            text = (self.root / f"var/log/chaoslab/{service}.log").read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+        return f"; it said: {daemon_words(text)}" if text.strip() else ""
 
     def _start_detached(self, argv: Sequence[str], service: str) -> None:
         """Start a foreground daemon in the namespace, its output in var/log/chaoslab/<service>.log."""
         log = self.root / f"var/log/chaoslab/{service}.log"
         with open(log, "ab") as output:
             # setsid --fork: the daemon is nobody's child here and survives this process
+            detached = ["setsid", "--fork", *argv]
             subprocess.run(
-                ["ip", "netns", "exec", self.namespace, "setsid", "--fork", *argv],
+                self.enclosure.command(detached) if self.enclosure else ["ip", "netns", "exec", self.namespace, *detached],
                 stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, check=True,
             )
 
