@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from chaoslab.configs.importer import import_pair
+from chaoslab.configs.sources import read_pair
 from chaoslab.lab.lab import Lab
 from chaoslab.lab.libvirt_host import DATA_ROOT
 from chaoslab.lab.settings import LabSettings
@@ -21,7 +23,7 @@ TEST_PREFIXES = ("ctnone", "ctshared", "ctfresh", "ctkill", "ctkillup", "ctkille
                  "ctfast", "ctvm", "ctvmssh", "ctplan", "ctzone", "ctlock", "ctvmlog", "ctssh", "ctowned", "ctpair", "ctreh")
 LAB_PROCESSES = ("haproxy", "keepalived", "apache2", "haproxy-health", "libvirtd", "virtlogd", "qemu-system-x86")
 VENV_BIN = Path(sys.executable).parent
-REHEARSAL_DATA = Path(__file__).parent / "data/rehearsal"  # a pair's own configs (configs/) and its topology
+REHEARSAL_CONFIGS = Path(__file__).parent / "data/rehearsal"  # a pair's own configs, DIR/<node>/keepalived|haproxy
 
 
 def needs_root() -> None:
@@ -65,6 +67,12 @@ def fresh_lab(prefix: str, profile: str | None = None) -> Iterator[Lab]:
         lab.down()
 
 
-def rehearsal_lab(prefix: str, configs: Path = REHEARSAL_DATA / "configs") -> Lab:
-    """A rehearsal lab (not up yet) of tests/data/rehearsal's pair, its configs from `configs`."""
-    return Lab(LabSettings(prefix=prefix, configs=str(configs)), Topology.load(REHEARSAL_DATA / "topology.json"))
+def rehearsal_topology(configs: Path = REHEARSAL_CONFIGS) -> Topology:
+    """The topology chaoslab import makes of a pair's configs."""
+    return Topology(import_pair(read_pair(configs)).topology, configs / "topology.json")
+
+
+def rehearsal_lab(prefix: str, configs: Path = REHEARSAL_CONFIGS) -> Lab:
+    """A rehearsal lab (not up yet) of tests/data/rehearsal's pair as imported, running the configs
+    in `configs` (the pair's, or a copy a test broke after the import)."""
+    return Lab(LabSettings(prefix=prefix, configs=str(configs)), rehearsal_topology())

@@ -24,11 +24,10 @@ from chaoslab.lab.rehearsal import CONSOLE_STATES, install_loadbalancer, vrrp_st
 from chaoslab.lab.settings import LabSettings
 from chaoslab.lab.topology import Topology
 from chaoslab.lab.vrrp import NotifyLog
-from tests.helpers import REHEARSAL_DATA, lab_leftovers, needs_root, rehearsal_lab
+from tests.helpers import REHEARSAL_CONFIGS, lab_leftovers, needs_root, rehearsal_lab, rehearsal_topology
 
 PREFIX = "ctreh"
 SECOND = "ctreh2"  # the labs each test brings up and down itself
-TOPOLOGY = REHEARSAL_DATA / "topology.json"
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +69,12 @@ def leftovers(prefix: str) -> dict[str, list[str]]:
 def test_vip_answers_through_the_labs_client(lab: Lab):
     outcomes = lab.request(count=6)
     assert all(outcome.ok for outcome in outcomes), outcomes
-    assert {outcome.backend for outcome in outcomes} == {"app1", "app2"}
-    # the stand-ins answer the user's health check path, on the user's port
+    assert lab.topology.target().identity == "none"  # the pair's HAProxy names no server to its clients
+    # the stand-ins answer the user's health check path, on the user's port, with a page naming them
     east = lab.node("lb-east")
-    answer = east.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://10.44.1.11:8080/healthz"])
-    assert answer.stdout == "200"
+    for spec in lab.topology.webservers:
+        answer = east.run(["curl", "-s", "-w", " %{http_code}", f"http://{spec.address('servers')}:8080/healthz"])
+        assert answer.stdout.endswith(" 200") and f"{spec.name}.{lab.topology.domain}" in answer.stdout, answer.stdout
 
 
 def test_each_haproxy_has_its_own_run(lab: Lab):
@@ -100,7 +100,7 @@ def test_each_haproxy_has_its_own_run(lab: Lab):
 
 def test_lab_records_the_rehearsal(lab: Lab):
     info = lab.provider.lab_info()
-    assert info["configs"] == str((REHEARSAL_DATA / "configs").resolve())
+    assert info["configs"] == str(REHEARSAL_CONFIGS.resolve())
     assert info["lab_sysctls"]["lb-east"] == {"net.ipv4.ip_nonlocal_bind": "1"}
     later = Lab(LabSettings(prefix=PREFIX))  # as an experiment's activities make it: no topology given
     assert later.topology.node_names == ["lb-east", "lb-west", "app1", "app2"]
@@ -117,7 +117,7 @@ def test_vrrp_states_are_read_for_both_nodes(lab: Lab):
     # the user's configuration is untouched: the copy is theirs, byte for byte
     east = lab.provider.node_root("lb-east")
     assert (east / "etc/keepalived/keepalived.conf").read_bytes() == \
-        (REHEARSAL_DATA / "configs/lb-east/keepalived/keepalived.conf").read_bytes()
+        (REHEARSAL_CONFIGS / "lb-east/keepalived/keepalived.conf").read_bytes()
 
 
 def test_a_dead_haproxy_is_seen_by_its_own_node_and_the_vip_moves(lab: Lab):
@@ -182,7 +182,7 @@ def test_a_config_haproxy_refuses_fails_lab_up_with_its_words(tmp_path: Path, ca
     needs_root()
     *edits, words = BROKEN[case]
     configs = tmp_path / "configs"
-    shutil.copytree(REHEARSAL_DATA / "configs", configs, symlinks=True)
+    shutil.copytree(REHEARSAL_CONFIGS, configs, symlinks=True)
     config = configs / "lb-east/haproxy/haproxy.cfg"
     text = config.read_text()
     for old, new in edits:
@@ -201,7 +201,7 @@ def test_a_config_haproxy_refuses_fails_lab_up_with_its_words(tmp_path: Path, ca
 def test_the_states_come_from_keepalived_s_own_lines_when_both_fifos_are_the_user_s(tmp_path: Path):
     needs_root()  # the copy keeps /run/haproxy's owner
     source = tmp_path / "lb-east"
-    shutil.copytree(REHEARSAL_DATA / "configs/lb-east", source)
+    shutil.copytree(REHEARSAL_CONFIGS / "lb-east", source)
     assert vrrp_states_source(NodeFiles("lb-east", source)) == "vrrp_notify_fifo"
     config = source / "keepalived/keepalived.conf"
     config.write_text(config.read_text().replace(
@@ -210,7 +210,7 @@ def test_the_states_come_from_keepalived_s_own_lines_when_both_fifos_are_the_use
     (source / "keepalived/fifo.conf").write_text("global_defs {\n    notify_fifo /run/all.fifo\n}\n")
     config.write_text(config.read_text() + "include /etc/keepalived/fifo.conf\n")  # read as Keepalived reads it
     root = tmp_path / "root"
-    topology = Topology.load(TOPOLOGY)
+    topology = rehearsal_topology()
     assert install_loadbalancer(root, source, topology.node("lb-east"), topology) == "console"
     # the stamper, through a real shell, on what Keepalived prints
     printed = "Wed Dec  2 04:05:42 2026: (VI_2) Entering MASTER STATE\nWed Dec  2 04:05:43 2026: (VI_1) Entering MASTER STATE"
@@ -222,7 +222,7 @@ def test_the_states_come_from_keepalived_s_own_lines_when_both_fifos_are_the_use
 
 
 def test_a_web_server_port_is_validated():
-    data = Topology.load(TOPOLOGY).data
+    data = rehearsal_topology().data
     assert Topology(data).node("app1").port == 8080
     assert Topology.load().node("httpd-1").port == 80
     broken = {**data, "nodes": [{**node, "port": 0} if node["name"] == "app2" else node for node in data["nodes"]]}

@@ -18,7 +18,15 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from chaoslab.configs.model import LoadBalancerConfig, Proxy, Server, VrrpInstance, advert_int_used, seconds_used
+from chaoslab.configs.model import (
+    LoadBalancerConfig,
+    Proxy,
+    Server,
+    VrrpInstance,
+    advert_int_used,
+    seconds_used,
+    tracked_weight,
+)
 from chaoslab.configs.statements import Note
 from chaoslab.errors import ChaoslabError
 from chaoslab.measure import theory
@@ -272,11 +280,14 @@ def _track(config: LoadBalancerConfig, instance: VrrpInstance, notes: list[Note]
         if instance.track_files:
             return {"mechanism": "external"}
         return {"mechanism": "none"}
-    entry, script = next(((e, s) for e, s in tracked if "haproxy" in s.script), tracked[0])
+    # the first to notice a dead HAProxy decides: of the scripts that name it (else of all), a FAULT
+    # (no weight) before a weight, then the shortest fall x interval
+    watching = [(e, s) for e, s in tracked if "haproxy" in s.script] or tracked
+    entry, script = min(watching, key=lambda pair: (tracked_weight(*pair) != 0, pair[1].fall * seconds_used(pair[1].interval)))
     if len(tracked) > 1:
         notes.append(Note(entry.place, f"{instance.name} tracks {len(tracked)} scripts; predictions use {script.name} "
                                        f"({script.script!r})"))
-    weight = entry.weight if entry.weight is not None else script.weight
+    weight = tracked_weight(entry, script)
     probe = "process" if PROCESS_CHECKS.search(script.script) else "service"
     return {"mechanism": "script", "interval": float(seconds_used(script.interval)), "fall": script.fall, "rise": script.rise,
             "weight": weight, "probe": probe}

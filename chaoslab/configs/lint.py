@@ -35,11 +35,11 @@ from chaoslab.configs.model import (
     LoadBalancerConfig,
     Proxy,
     Server,
-    Tracked,
     VrrpInstance,
     VrrpScript,
     advert_int_used,
     seconds_used,
+    tracked_weight,
 )
 from chaoslab.configs.sources import NodeFiles
 from chaoslab.configs.statements import Place, Statement
@@ -312,7 +312,7 @@ def _tracking_findings(config: LoadBalancerConfig, instance: VrrpInstance) -> li
     reason = _weights_ignored(config, instance)
     if reason:
         for entry in instance.track_scripts:
-            weight = _weight(entry, scripts.get(entry.name))
+            weight = tracked_weight(entry, scripts.get(entry.name))
             if weight:
                 findings.append(_finding(
                     "track-weight-ignored", "error", entry.place, node,
@@ -344,13 +344,6 @@ def _tracking_findings(config: LoadBalancerConfig, instance: VrrpInstance) -> li
                 f"{script.name} is already running, expect idle\")",
                 f"set `timeout` to at most `interval` ({seconds_used(script.interval)}) in vrrp_script {script.name}"))
     return findings
-
-
-def _weight(entry: Tracked, script: VrrpScript | None) -> int:
-    """A track_script line's weight, else its vrrp_script's (keepalived.conf(5))."""
-    if entry.weight is not None:
-        return entry.weight
-    return script.weight if script is not None else 0
 
 
 def _weights_ignored(config: LoadBalancerConfig, instance: VrrpInstance) -> str | None:
@@ -722,7 +715,7 @@ def _track_timing(config: LoadBalancerConfig, other: LoadBalancerConfig, broken:
                 continue
             interval = seconds_used(script.interval)
             low, high = (script.fall - 1) * interval, script.fall * interval
-            weight = _weight(entry, script)
+            weight = tracked_weight(entry, script)
             text = (f"{instance.name} on {config.node}: {script.name} runs every {interval} s, fall {script.fall}: "
                     f"a dead HAProxy is noticed after {_num(low)}-{_num(high)} s")
             if partner is None:
@@ -964,7 +957,7 @@ def _ok_priority(config: LoadBalancerConfig, instance: VrrpInstance) -> int:
         return base
     scripts = config.keepalived.scripts
     bonus = sum(w for entry in instance.track_scripts if entry.name in scripts
-                if (w := _weight(entry, scripts[entry.name])) > 0)
+                if (w := tracked_weight(entry, scripts[entry.name])) > 0)
     return min(MAX_PRIORITY, base + bonus) if bonus else base
 
 
@@ -1013,7 +1006,7 @@ def _weights(master_config: LoadBalancerConfig, master: VrrpInstance, backup_con
     scripts = master_config.keepalived.scripts
     for entry in master.track_scripts:
         script = scripts.get(entry.name)
-        weight = _weight(entry, script) if script is not None else 0
+        weight = tracked_weight(entry, script) if script is not None else 0
         if not weight:
             continue
         lowered = top - weight if weight > 0 else max(1, top + weight)

@@ -344,6 +344,13 @@ def advert_int_used(instance: VrrpInstance) -> float:
     return max(0.01, math.floor(written * 100 + 0.5) / 100)
 
 
+def tracked_weight(entry: Tracked, script: VrrpScript | None) -> int:
+    """A track_script line's weight, else its vrrp_script's (keepalived.conf(5)); 0: FAULT on failure."""
+    if entry.weight is not None:
+        return entry.weight
+    return script.weight if script is not None else 0
+
+
 def seconds_used(value: float) -> int:
     """A vrrp_script interval or timeout as Keepalived 2.2 reads it: an unsigned integer (strtoul stops
     at the dot), 0 becoming 1."""
