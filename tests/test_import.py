@@ -104,3 +104,16 @@ def test_a_folder_not_laid_out_as_a_pair_says_the_layout(tmp_path):
     (tmp_path / "alpha" / "haproxy" / "haproxy.cfg").unlink()
     with pytest.raises(ChaoslabError, match=r"holds 1 .*alpha/haproxy/haproxy.cfg is missing.*DIR/<node>/keepalived"):
         sources.node_files(tmp_path)
+
+
+def test_what_each_node_configures_is_kept_with_the_topology(weighted):
+    alpha = weighted.topology["imported"]["configured"]["alpha"]
+    assert alpha["keepalived"]["adverts"] == "multicast" and alpha["keepalived"]["auth_type"] == "PASS"
+    assert alpha["keepalived"]["vips"] == [{"address": "172.20.5.50/32", "interface": "bond0"}]
+    assert alpha["keepalived"]["track_scripts"] == [{"name": "chk_haproxy", "script": "/usr/bin/killall -0 haproxy",
+                                                     "interval": 2, "fall": 2, "rise": 2, "weight": -20}]
+    assert alpha["keepalived"]["track_interfaces"] == ["bond0"]
+    assert alpha["haproxy"]["frontends"] == [{"name": "web", "kind": "listen", "mode": "http",
+                                              "binds": [{"address": "172.20.5.50", "port": 8080, "tls": False}]}]
+    assert [server["inter_ms"] for server in alpha["haproxy"]["backend"]["servers"]] == [3000.0, 3000.0]
+    assert weighted.topology["imported"]["configured"]["bravo"]["keepalived"]["state"] == "BACKUP"

@@ -113,10 +113,49 @@ def import_pair(pair: Sequence[LoadBalancerConfig], addresses: Mapping[str, str]
     topology["imported"] = {
         "from": {config.node: {"keepalived": str(config.keepalived.path), "haproxy": str(config.haproxy.path)}
                  for config in pair},
+        "configured": {config.node: configured(config, instances[config.node], backend.name) for config in pair},
         "notes": [str(note) for note in notes],
         "predictions": [prediction.to_json() for prediction in predictions],
     }
     return Imported(topology, tuple(notes), predictions)
+
+
+def configured(config: LoadBalancerConfig, instance: VrrpInstance, backend_name: str) -> dict:
+    """What one node's files configure for the measured instance and backend, as the daemons use it
+    (their defaults filled in), kept with the topology for the reader; the password never."""
+    scripts = config.keepalived.scripts
+    tracked = [{"name": entry.name, **({"script": scripts[entry.name].script,
+                                        "interval": seconds_used(scripts[entry.name].interval),
+                                        "fall": scripts[entry.name].fall, "rise": scripts[entry.name].rise}
+                                       if entry.name in scripts else {}),
+                "weight": tracked_weight(entry, scripts.get(entry.name))} for entry in instance.track_scripts]
+    vrrp = {
+        "instance": instance.name, "state": instance.state.value, "priority": instance.priority.value,
+        "nopreempt": bool(instance.nopreempt.value), "interface": instance.interface.value,
+        "virtual_router_id": instance.virtual_router_id.value, "version": instance.version.value,
+        "advert_int": advert_int_used(instance),
+        "adverts": "unicast" if instance.unicast else "multicast",
+        "unicast_src_ip": instance.unicast_src_ip.value, "unicast_peers": [peer.value for peer in instance.unicast_peers],
+        "auth_type": instance.auth_type.value,
+        "vips": [{"address": str(vip.address), "interface": vip.interface or instance.interface.value}
+                 for vip in instance.addresses],
+        "track_scripts": tracked, "track_files": [entry.name for entry in instance.track_files],
+        "track_interfaces": [entry.name for entry in instance.track_interfaces],
+        "garp_master_delay": instance.garp_master_delay.value, "garp_master_refresh": instance.garp_master_refresh.value,
+    }
+    backend = config.haproxy.backend(backend_name)
+    haproxy = {
+        "frontends": [{"name": proxy.name, "kind": proxy.kind, "mode": proxy.mode.value,
+                       "binds": [{"address": bind.host or "*", "port": bind.port, "tls": bind.tls} for bind in proxy.binds]}
+                      for proxy in config.haproxy.frontends],
+        "backend": None if backend is None else {
+            "name": backend.name, "balance": backend.balance.value, "redispatch": bool(backend.redispatch.value),
+            "retries": backend.retries.value, "retry_on": backend.retry_on.value,
+            "servers": [{"name": server.name, "address": server.host, "port": server.port, "check": server.check,
+                         "inter_ms": server.inter_ms.value, "fall": server.fall.value, "rise": server.rise.value,
+                         "backup": server.backup} for server in backend.servers]},
+    }
+    return {"keepalived": vrrp, "haproxy": haproxy}
 
 
 def predict(topology: dict) -> list[theory.Prediction]:
