@@ -63,7 +63,7 @@ def test_the_vrrp_password_is_not_copied(weighted):
 def test_what_was_assumed_is_named_with_its_place(weighted):
     notes = [str(note) for note in weighted.notes]
     assert any("172.20.5.0/24 assumed" in note and "keepalived.conf:26" in note for note in notes), notes
-    assert any("target.path" in note for note in notes)
+    assert any("target.path" in note and note.startswith(f"{WEIGHTED}/alpha/haproxy/haproxy.cfg:13:") for note in notes)
 
 
 def test_their_timers_promise_a_weighted_failover(weighted):
@@ -117,3 +117,91 @@ def test_what_each_node_configures_is_kept_with_the_topology(weighted):
                                               "binds": [{"address": "172.20.5.50", "port": 8080, "tls": False}]}]
     assert [server["inter_ms"] for server in alpha["haproxy"]["backend"]["servers"]] == [3000.0, 3000.0]
     assert weighted.topology["imported"]["configured"]["bravo"]["keepalived"]["state"] == "BACKUP"
+
+
+def variant(tmp_path: Path, keepalived: dict[str, str] | None = None, haproxy: dict[str, str] | None = None,
+            nodes: tuple[str, ...] = ("alpha", "bravo")) -> Path:
+    """A copy of the weighted pair with texts replaced in the named nodes' files."""
+    pair = shutil.copytree(WEIGHTED, tmp_path / "pair")
+    for node in nodes:
+        for path, edits in ((pair / node / "keepalived/keepalived.conf", keepalived or {}),
+                            (pair / node / "haproxy/haproxy.cfg", haproxy or {})):
+            text = path.read_text()
+            for old, new in edits.items():
+                assert old in text, old
+                text = text.replace(old, new)
+            path.write_text(text)
+    return pair
+
+
+def imported_variant(tmp_path: Path, **edits):
+    return import_pair(sources.read_pair(variant(tmp_path, **edits)), ADDRESSES)
+
+
+def test_a_positive_weight_moves_the_vip_when_its_loss_reorders_the_priorities(tmp_path):
+    # +20 while the check passes: 130 and 120; the failing master falls back to 110, below 120
+    moved = imported_variant(tmp_path, keepalived={"weight -20": "weight 20"})
+    kill = {p.scenario: p for p in moved.predictions}["haproxy-kill"]
+    assert "drops from 130 to 110, below the backup's 120" in kill.formula
+    # (256-120)/256 s of skew: the master down interval 3.53 s
+    assert (kill.low, kill.high) == pytest.approx((2 + 3 + 136 / 256 - 1, 4 + 3 + 136 / 256))
+    stuck = theory.expected_outage("haproxy-kill", {"vrrp": {"version": 2, "advert_int": 1}, "track": {
+        "mechanism": "script", "interval": 2, "fall": 2, "weight": 5}}, backup_priority=100, master_priority=110)
+    assert stuck.never_recovers and "drops from 115 to 110, not below the backup's 105" in stuck.formula
+
+
+def test_nopreempt_keepalived_clears_is_not_taken_for_nopreempt(tmp_path):
+    """Keepalived ignores nopreempt with state MASTER: written there alone, the pair still preempts."""
+    pair = variant(tmp_path, keepalived={"    state MASTER\n": "    state MASTER\n    nopreempt\n"}, nodes=("alpha",))
+    assert import_pair(sources.read_pair(pair), ADDRESSES).topology["vrrp"]["preempt"] is True
+
+
+def test_weights_keepalived_drops_in_a_sync_group_leave_haproxy_untracked(tmp_path):
+    group = "vrrp_sync_group VG {\n    group {\n        VI_WEB\n    }\n}\n\nvrrp_instance VI_WEB {"
+    result = imported_variant(tmp_path, keepalived={"vrrp_instance VI_WEB {": group})
+    assert result.topology["settings"]["track"] == {"mechanism": "none"}
+    assert {p.scenario: p for p in result.predictions}["haproxy-kill"].never_recovers
+    assert any("ignores the weighted track script chk_haproxy" in str(note) for note in result.notes)
+
+
+def test_haproxy_addresses_in_their_other_spellings(tmp_path):
+    result = imported_variant(tmp_path, haproxy={
+        "    bind 172.20.5.50:8080\n": "    bind 127.0.0.1:9000\n    bind ipv4@172.20.5.50:8080\n",
+        "server shop1 172.20.5.21:80 check inter 3s": "server shop1 ipv4@172.20.5.21:80 inter 3s",
+        "server shop2 172.20.5.22:80 check inter 3s": "server shop2 172.20.5.22:80 inter 3s",
+        "    balance leastconn\n": "    balance leastconn\n    default-server check\n"})
+    topology = Topology(result.topology)
+    assert topology.port == 8080  # the VIP's bind, not the first
+    assert [spec.address("vip") for spec in topology.webservers] == ["172.20.5.21", "172.20.5.22"]
+    assert not any("checks none" in str(note) for note in result.notes)  # default-server check
+
+
+def test_servers_that_are_sockets_or_names_are_named(tmp_path):
+    with pytest.raises(ChaoslabError, match=r"servers shop1 are sockets \(unix@"):
+        imported_variant(tmp_path, haproxy={"server shop1 172.20.5.21:80": "server shop1 unix@/run/shop.sock"})
+
+
+def test_a_listen_section_without_servers_uses_its_default_backend(tmp_path):
+    moved = "    default_backend shop\n\nbackend shop\n    cookie SRVID insert indirect nocache\n"
+    result = imported_variant(tmp_path, haproxy={"    cookie SRVID insert indirect nocache\n": moved})
+    assert [n["name"] for n in result.topology["nodes"] if n["role"] == "webserver"] == ["shop1", "shop2"]
+
+
+def test_a_password_quoted_by_a_script_stays_out_of_the_topology(tmp_path):
+    result = imported_variant(tmp_path, keepalived={'"/usr/bin/killall -0 haproxy"': '"/usr/local/bin/chk longsecret9"'})
+    text = json.dumps(result.topology)
+    assert "longsecret9" not in text and "/usr/local/bin/chk <auth_pass>" in text
+
+
+def test_an_ipv6_vip_is_imported_without_walking_its_network(tmp_path):
+    pair = variant(tmp_path, keepalived={"        172.20.5.50\n": "        fd00:20:5::50\n"},
+                   haproxy={"bind 172.20.5.50:8080": "bind [fd00:20:5::50]:8080"})
+    result = import_pair(sources.read_pair(pair), {"alpha": "fd00:20:5::11", "bravo": "fd00:20:5::12"})
+    assert result.topology["networks"]["vip"] == {"subnet": "fd00:20:5::/64"}
+    assert result.topology["client"]["interfaces"][0]["address"] == "fd00:20:5:0:ffff:ffff:ffff:ffff"
+    assert result.topology["vip"] == {"address": "fd00:20:5::50", "network": "vip", "port": 8080}
+
+
+def test_the_rehearsal_takes_no_address_a_config_names(tmp_path):
+    result = imported_variant(tmp_path, keepalived={"        172.20.5.50\n": "        172.20.5.50\n        172.20.5.254\n"})
+    assert result.topology["client"]["interfaces"][0]["address"] == "172.20.5.253"

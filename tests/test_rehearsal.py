@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -118,6 +119,9 @@ def test_vrrp_states_are_read_for_both_nodes(lab: Lab):
     east = lab.provider.node_root("lb-east")
     assert (east / "etc/keepalived/keepalived.conf").read_bytes() == \
         (REHEARSAL_CONFIGS / "lb-east/keepalived/keepalived.conf").read_bytes()
+    # it holds the VRRP password: readable by root alone in the lab's state; the check script stays a program
+    assert stat.S_IMODE(os.stat(east / "etc/keepalived/keepalived.conf").st_mode) == 0o600
+    assert os.access(east / "etc/keepalived/check_haproxy.sh", os.X_OK)
 
 
 def test_a_dead_haproxy_is_seen_by_its_own_node_and_the_vip_moves(lab: Lab):

@@ -15,17 +15,21 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from chaoslab.configs.model import (
     LoadBalancerConfig,
     Proxy,
     Server,
+    VirtualAddress,
     VrrpInstance,
     advert_int_used,
+    preempts,
     seconds_used,
+    secret_mask,
     tracked_weight,
+    weights_ignored,
 )
 from chaoslab.configs.statements import Note
 from chaoslab.errors import ChaoslabError
@@ -38,12 +42,15 @@ SERVER_NETWORK = "servers"
 SERVER_NIC = "srv0"  # the load balancers' NIC towards the servers, when that network is not the VIP's
 WEBSERVER_NIC = "eth0"  # the rehearsal's stand-ins for the servers
 CLIENT = "client"
-WIDEST_ASSUMED_PREFIX = 16
+ASSUMED_PREFIXES = {4: (24, 16), 6: (64, 48)}  # IP version -> the narrowest and widest network assumed
 # what a track script runs that only asks whether HAProxy's process is there (it passes a frozen HAProxy)
 PROCESS_CHECKS = re.compile(r"\b(killall\s+-0|pidof|pgrep|systemctl\s+(--quiet\s+)?is-active|kill\s+-0|ps\b)")
 # experiments' scenarios, each with the faults chaoslab injects for it
 PREDICTED = ("halt-master", "keepalived-stop", "keepalived-crash", "haproxy-kill", "haproxy-stop", "haproxy-freeze",
              "backend-down")
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -64,67 +71,83 @@ def import_pair(pair: Sequence[LoadBalancerConfig], addresses: Mapping[str, str]
     instance = instances[first.node]
     vip = instance.addresses[0]
     frontend = _frontend(first, vip.ip, notes)
-    backend = _backend(first, frontend, notes)
+    backend = _backend(first, frontend)
     servers = [server for server in backend.servers if not server.backup] or list(backend.servers)
     own = {config.node: _own_address(config, instances, addresses or {}) for config in pair}
-    vip_subnet = _subnet(vip, [*own.values()], notes, "the VIP's network")
-    server_addresses = [server.address for server in servers]
-    if None in server_addresses:
-        names = ", ".join(server.name for server in servers if server.address is None)
-        raise ChaoslabError(f"backend {backend.name}'s servers {names} are written as host names "
-                            f"({backend.place}); the rehearsal needs their IP addresses: write them as addresses")
-    same_network = all(ipaddress.ip_address(address) in vip_subnet for address in server_addresses)
-    networks = {VIP_NETWORK: vip_subnet}
-    if not same_network:
-        networks[SERVER_NETWORK] = _subnet(None, server_addresses, notes, "the servers' network")
-    used = {vip.ip, *own.values(), *server_addresses}
-    nodes = []
-    for config in pair:
-        mine = instances[config.node]
-        interfaces = [{"name": mine.interface.value or vip.interface, "network": VIP_NETWORK, "address": own[config.node]}]
-        if not same_network:
-            address = _free_address(networks[SERVER_NETWORK], used)
-            interfaces.append({"name": SERVER_NIC, "network": SERVER_NETWORK, "address": address})
-            notes.append(Note(None, f"{config.node}'s NIC and address towards the servers are in no config: "
-                                    f"{SERVER_NIC} {address} assumed (the rehearsal's; on the hosts, name the NIC "
-                                    "in the topology before a link fault on it)"))
-        nodes.append({"name": config.node, "role": "loadbalancer", "interfaces": interfaces,
-                      "vrrp": {"state": mine.state.value, "priority": mine.priority.value}})
-    for server in servers:
-        network = VIP_NETWORK if same_network else SERVER_NETWORK
-        nodes.append({"name": server.name, "role": "webserver", "port": server.port or frontend_port(frontend),
-                      "interfaces": [{"name": WEBSERVER_NIC, "network": network, "address": server.address}]})
-    settings = _settings(first, instance, backend, notes)
+    networks = _networks(vip, list(own.values()), [server.address for server in servers], notes)
+    # every address the configs name, so that the rehearsal's own machines take none of them
+    used = {*own.values(), *(server.address for server in servers),
+            *(address.ip for each in instances.values() for address in each.addresses),
+            *(str(peer.value) for each in instances.values() for peer in each.unicast_peers)}
+    port = frontend_port(frontend, vip.ip)
     topology = {
         "domain": DOMAIN,
         "networks": {name: {"subnet": str(subnet)} for name, subnet in networks.items()},
-        "vip": {"address": vip.ip, "network": VIP_NETWORK, "port": frontend_port(frontend)},
-        "nodes": nodes,
+        "vip": {"address": vip.ip, "network": VIP_NETWORK, "port": port},
+        "nodes": [*(_balancer(config, instances[config.node], own[config.node], networks, used, notes) for config in pair),
+                  *(_webserver(server, networks, port) for server in servers)],
         "client": {"name": CLIENT, "interfaces": [
-            {"name": WEBSERVER_NIC, "network": VIP_NETWORK, "address": _free_address(vip_subnet, used)}]},
+            {"name": WEBSERVER_NIC, "network": VIP_NETWORK, "address": _free_address(networks[VIP_NETWORK], used)}]},
         "vrrp": {"instance": instance.name, "virtual_router_id": instance.virtual_router_id.value,
-                 "preempt": not any(instances[config.node].nopreempt.value for config in pair)},
-        "settings": settings,
+                 "preempt": all(preempts(each) for each in instances.values())},
+        "settings": _settings(first, instance, backend, notes),
         "profiles": {PROFILE: {"description": "as the pair's own keepalived.conf and haproxy.cfg configure it"}},
         "default_profile": PROFILE,
         "target": _target(frontend, backend, servers, notes),
     }
     predictions = tuple(predict(topology))
+    mask = secret_mask(pair)
+    notes = [Note(note.place, mask(note.message)) for note in notes]
     topology["imported"] = {
         "from": {config.node: {"keepalived": str(config.keepalived.path), "haproxy": str(config.haproxy.path)}
                  for config in pair},
-        "configured": {config.node: configured(config, instances[config.node], backend.name) for config in pair},
+        "configured": {config.node: configured(config, instances[config.node], backend.name, mask) for config in pair},
         "notes": [str(note) for note in notes],
         "predictions": [prediction.to_json() for prediction in predictions],
     }
     return Imported(topology, tuple(notes), predictions)
 
 
-def configured(config: LoadBalancerConfig, instance: VrrpInstance, backend_name: str) -> dict:
+def _networks(vip: VirtualAddress, balancers: list[str], servers: list[str | None], notes: list[Note]) -> dict:
+    """The VIP's network, and the servers' where they are not on it (network name -> subnet)."""
+    networks = {VIP_NETWORK: _subnet(vip, balancers, notes, "the VIP's network")}
+    if all(ipaddress.ip_address(address) in networks[VIP_NETWORK] for address in servers):
+        return networks
+    return {**networks, SERVER_NETWORK: _subnet(None, servers, notes, "the servers' network")}
+
+
+def _balancer(config: LoadBalancerConfig, instance: VrrpInstance, address: str, networks: dict, used: set[str],
+              notes: list[Note]) -> dict:
+    """A load balancer of the topology: its NIC on the VIP's network, and one towards the servers
+    where they are elsewhere (assumed: no config says it)."""
+    nic = instance.interface.value or instance.addresses[0].interface
+    if not nic:
+        raise ChaoslabError(f"{instance.place}: vrrp_instance {instance.name} on {config.node} names no interface; "
+                            "add `interface NIC` (the NIC on the VIP's network)")
+    interfaces = [{"name": nic, "network": VIP_NETWORK, "address": address}]
+    if SERVER_NETWORK in networks:
+        towards = _free_address(networks[SERVER_NETWORK], used)
+        interfaces.append({"name": SERVER_NIC, "network": SERVER_NETWORK, "address": towards})
+        notes.append(Note(None, f"{config.node}'s NIC and address towards the servers are in no config: "
+                                f"{SERVER_NIC} {towards} assumed (the rehearsal's; on the hosts, name the NIC "
+                                "in the topology before a link fault on it)"))
+    return {"name": config.node, "role": "loadbalancer", "interfaces": interfaces,
+            "vrrp": {"state": instance.state.value, "priority": instance.priority.value}}
+
+
+def _webserver(server: Server, networks: dict, port: int) -> dict:
+    network = SERVER_NETWORK if SERVER_NETWORK in networks else VIP_NETWORK
+    return {"name": server.name, "role": "webserver", "port": server.port or port,
+            "interfaces": [{"name": WEBSERVER_NIC, "network": network, "address": server.address}]}
+
+
+def configured(config: LoadBalancerConfig, instance: VrrpInstance, backend_name: str,
+               mask: Callable[[str], str]) -> dict:
     """What one node's files configure for the measured instance and backend, as the daemons use it
-    (their defaults filled in), kept with the topology for the reader; the password never."""
+    (their defaults filled in), kept with the topology for the reader; the password never (mask takes
+    it out of a script line that quotes it)."""
     scripts = config.keepalived.scripts
-    tracked = [{"name": entry.name, **({"script": scripts[entry.name].script,
+    tracked = [{"name": entry.name, **({"script": mask(scripts[entry.name].script),
                                         "interval": seconds_used(scripts[entry.name].interval),
                                         "fall": scripts[entry.name].fall, "rise": scripts[entry.name].rise}
                                        if entry.name in scripts else {}),
@@ -182,8 +205,10 @@ def prediction_rows(predictions: Sequence[theory.Prediction]) -> list[tuple[str,
     return rows
 
 
-def frontend_port(frontend: Proxy) -> int:
-    return frontend.binds[0].port
+def frontend_port(frontend: Proxy, vip: str) -> int:
+    """The port the frontend serves the VIP on: its bind of the VIP's address, else of every address."""
+    return next(bind.port for bind in sorted(frontend.binds, key=lambda bind: bind.host != vip)
+                if bind.host in (vip, None))
 
 
 def _measured_instance(config: LoadBalancerConfig, notes: list[Note]) -> VrrpInstance:
@@ -230,15 +255,24 @@ def _frontend(config: LoadBalancerConfig, vip: str, notes: list[Note]) -> Proxy:
     return chosen
 
 
-def _backend(config: LoadBalancerConfig, frontend: Proxy, notes: list[Note]) -> Proxy:
-    if frontend.kind == "listen":
-        return frontend
+def _backend(config: LoadBalancerConfig, frontend: Proxy) -> Proxy:
+    """The proxy whose servers answer the VIP's clients: a listen section's own servers, else its
+    default_backend's; each server written as an IP address (the rehearsal stands in for it there)."""
+    own = frontend.kind == "listen" and frontend.servers
     name = frontend.default_backend.value
-    backend = config.haproxy.backend(name) if name else None
+    backend = frontend if own else config.haproxy.backend(name) if name else None
     if backend is None or not backend.servers:
         what = f"its default_backend {name}" if name else "no default_backend"
-        raise ChaoslabError(f"{frontend.place}: frontend {frontend.name} has {what} with servers; chaoslab "
+        raise ChaoslabError(f"{frontend.place}: {frontend.kind} {frontend.name} has {what} with servers; chaoslab "
                             "measures the backend that answers the VIP's clients: add `default_backend NAME`")
+    sockets = [server.name for server in backend.servers if "@" in server.host]
+    names = [server.name for server in backend.servers if server.address is None and "@" not in server.host]
+    if sockets:
+        raise ChaoslabError(f"{backend.place}: backend {backend.name}'s servers {', '.join(sockets)} are sockets "
+                            "(unix@, abns@...), not addresses: chaoslab rehearses and measures TCP servers")
+    if names:
+        raise ChaoslabError(f"{backend.place}: backend {backend.name}'s servers {', '.join(names)} are written as host "
+                            "names; the rehearsal needs their IP addresses: write them as addresses")
     return backend
 
 
@@ -258,28 +292,32 @@ def _own_address(config: LoadBalancerConfig, instances: Mapping[str, VrrpInstanc
                         f"--address {config.node}=ADDRESS")
 
 
-def _subnet(vip, addresses: list[str], notes: list[Note], what: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    """The VIP's own prefix when it holds the addresses; else the narrowest network from /24 to /16 that does."""
+def _subnet(vip: VirtualAddress | None, addresses: list[str], notes: list[Note], what: str) -> Network:
+    """The VIP's own prefix when it holds the addresses; else the narrowest network that does, from /24
+    to /16 (IPv6: /64 to /48), named as assumed."""
     if vip is not None and vip.address.network.prefixlen < vip.address.max_prefixlen and all(
             ipaddress.ip_address(address) in vip.address.network for address in addresses):
         return vip.address.network
     anchor = vip.address.ip if vip is not None else ipaddress.ip_address(addresses[0])
-    for prefix in range(24, WIDEST_ASSUMED_PREFIX - 1, -1):
+    narrowest, widest = ASSUMED_PREFIXES[anchor.version]
+    for prefix in range(narrowest, widest - 1, -1):
         network = ipaddress.ip_network(f"{anchor}/{prefix}", strict=False)
         if all(ipaddress.ip_address(address) in network for address in addresses):
             notes.append(Note(vip.place if vip is not None else None,
                               f"{what}: no prefix in the configs holds {', '.join(addresses)}; {network} assumed"))
             return network
-    raise ChaoslabError(f"{what}: the addresses {', '.join(addresses)} are not within one /{WIDEST_ASSUMED_PREFIX} "
+    raise ChaoslabError(f"{what}: the addresses {', '.join(addresses)} are not within one /{widest} "
                         "network; the rehearsal puts them on one network")
 
 
-def _free_address(network, used: set[str]) -> str:
-    """The highest host address of the network nobody uses (a rehearsal's own)."""
-    for address in reversed(list(network.hosts())[-64:]):
-        if str(address) not in used:
-            used.add(str(address))
-            return str(address)
+def _free_address(network: Network, used: set[str]) -> str:
+    """The highest host address of the network nobody uses, of the top 64 (a rehearsal's own machine)."""
+    top = int(network.broadcast_address) - (1 if network.version == 4 else 0)
+    for number in range(top, max(top - 64, int(network.network_address)), -1):
+        address = str(ipaddress.ip_address(number))
+        if address not in used:
+            used.add(address)
+            return address
     raise ChaoslabError(f"no free address left at the top of {network} for the rehearsal's own machines")
 
 
@@ -315,6 +353,11 @@ def _track(config: LoadBalancerConfig, instance: VrrpInstance, notes: list[Note]
     for entry in instance.track_scripts:
         if entry.name not in scripts:
             notes.append(Note(entry.place, f"track_script {entry.name} names no vrrp_script: Keepalived ignores it"))
+    if reason := weights_ignored(config, instance):
+        for entry, script in tracked:
+            if tracked_weight(entry, script):
+                notes.append(Note(entry.place, f"Keepalived ignores the weighted track script {entry.name}: {reason}"))
+        tracked = [(entry, script) for entry, script in tracked if not tracked_weight(entry, script)]
     if not tracked:
         if instance.track_files:
             return {"mechanism": "external"}
@@ -322,10 +365,10 @@ def _track(config: LoadBalancerConfig, instance: VrrpInstance, notes: list[Note]
     # the first to notice a dead HAProxy decides: of the scripts that name it (else of all), a FAULT
     # (no weight) before a weight, then the shortest fall x interval
     watching = [(e, s) for e, s in tracked if "haproxy" in s.script] or tracked
-    entry, script = min(watching, key=lambda pair: (tracked_weight(*pair) != 0, pair[1].fall * seconds_used(pair[1].interval)))
+    entry, script = min(watching, key=lambda each: (tracked_weight(*each) != 0, each[1].fall * seconds_used(each[1].interval)))
     if len(tracked) > 1:
-        notes.append(Note(entry.place, f"{instance.name} tracks {len(tracked)} scripts; predictions use {script.name} "
-                                       f"({script.script!r})"))
+        notes.append(Note(entry.place, f"{instance.name} tracks {len(tracked)} scripts; predictions use {script.name}, "
+                                       "the first to notice a dead HAProxy"))
     weight = tracked_weight(entry, script)
     probe = "process" if PROCESS_CHECKS.search(script.script) else "service"
     return {"mechanism": "script", "interval": float(seconds_used(script.interval)), "fall": script.fall, "rise": script.rise,

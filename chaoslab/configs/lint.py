@@ -38,8 +38,11 @@ from chaoslab.configs.model import (
     VrrpInstance,
     VrrpScript,
     advert_int_used,
+    preempts,
     seconds_used,
+    secret_mask,
     tracked_weight,
+    weights_ignored,
 )
 from chaoslab.configs.sources import NodeFiles
 from chaoslab.configs.statements import Place, Statement
@@ -129,15 +132,7 @@ def _order(finding: Finding) -> tuple:
 
 def _without_secrets(findings: list[Finding], pair: Sequence[LoadBalancerConfig]) -> list[Finding]:
     """No finding is built from a password; this also masks one a script line or a name might quote."""
-    secrets = {str(instance.auth_pass.value) for config in pair for instance in config.keepalived.instances
-               if instance.auth_pass.value and len(str(instance.auth_pass.value)) >= 4}
-    if not secrets:
-        return findings
-    pattern = re.compile("|".join(rf"(?<!\w){re.escape(secret)}(?!\w)" for secret in sorted(secrets, key=len, reverse=True)))
-
-    def mask(text: str) -> str:
-        return pattern.sub("<auth_pass>", text)
-
+    mask = secret_mask(pair)
     return [replace(f, message=mask(f.message), consequence=mask(f.consequence), fix=mask(f.fix)) for f in findings]
 
 
@@ -185,11 +180,6 @@ def _version(instance: VrrpInstance) -> int:
 
 def _priority(instance: VrrpInstance) -> int:
     return int(instance.priority.value)
-
-
-def _preempts(instance: VrrpInstance) -> bool:
-    """Keepalived clears nopreempt with state MASTER or priority 255."""
-    return not instance.nopreempt.value or instance.state.value == "MASTER" or _priority(instance) == OWNER_PRIORITY
 
 
 def _num(value: float) -> str:
@@ -309,7 +299,7 @@ def _tracking_findings(config: LoadBalancerConfig, instance: VrrpInstance) -> li
                 f"{name} does not track it: if it was to watch HAProxy, a dead HAProxy on {node} never moves the VIP",
                 f"define `vrrp_script {entry.name} {{ ... }}` or track an existing one "
                 f"({', '.join(sorted(scripts)) or 'none defined'})"))
-    reason = _weights_ignored(config, instance)
+    reason = weights_ignored(config, instance)
     if reason:
         for entry in instance.track_scripts:
             weight = tracked_weight(entry, scripts.get(entry.name))
@@ -344,19 +334,6 @@ def _tracking_findings(config: LoadBalancerConfig, instance: VrrpInstance) -> li
                 f"{script.name} is already running, expect idle\")",
                 f"set `timeout` to at most `interval` ({seconds_used(script.interval)}) in vrrp_script {script.name}"))
     return findings
-
-
-def _weights_ignored(config: LoadBalancerConfig, instance: VrrpInstance) -> str | None:
-    """Why Keepalived drops this instance's weighted track scripts, if it does: the address owner, or a
-    sync group without sync_group_tracking_weight."""
-    if _priority(instance) == OWNER_PRIORITY:
-        return f"{instance.name} has priority 255 (the address owner)"
-    for group in config.keepalived.parsed.all("vrrp_sync_group"):
-        members = {child.keyword for block in group.all("group") for child in block.children}
-        members |= {word for block in group.all("group") for word in block.words}
-        if instance.name in members and not (group.first("sync_group_tracking_weight") or group.first("global_tracking")):
-            return f"it is in vrrp_sync_group {group.name} (sync group without sync_group_tracking_weight)"
-    return None
 
 
 def _duplicate_vrids(config: LoadBalancerConfig) -> list[Finding]:
@@ -724,7 +701,7 @@ def _track_timing(config: LoadBalancerConfig, other: LoadBalancerConfig, broken:
                 settings = {"vrrp": {"version": _version(partner), "advert_int": advert_int_used(partner)},
                             "track": {"mechanism": "script", "interval": interval, "fall": script.fall, "weight": weight}}
                 prediction = expected_outage("haproxy-kill", settings, _priority(partner), _priority(instance),
-                                             _preempts(partner))
+                                             preempts(partner))
                 consequence = f"when {other.node} (priority {_priority(partner)}) is the backup: {prediction.formula}"
             findings.append(_finding(
                 "track-timing", "info", entry.place, config.node, text, consequence,
@@ -953,7 +930,7 @@ def _listed(address: str, peers: list[str]) -> bool:
 def _ok_priority(config: LoadBalancerConfig, instance: VrrpInstance) -> int:
     """The priority while every tracked script passes: positive weights are added then."""
     base = _priority(instance)
-    if base == OWNER_PRIORITY or _weights_ignored(config, instance):
+    if base == OWNER_PRIORITY or weights_ignored(config, instance):
         return base
     scripts = config.keepalived.scripts
     bonus = sum(w for entry in instance.track_scripts if entry.name in scripts
@@ -973,7 +950,7 @@ def _priorities(first: LoadBalancerConfig, a: VrrpInstance, second: LoadBalancer
             "both nodes claim the VIP at start and one of them lowers itself at random: which node is master is not "
             "the config's to say",
             f"give {name} priority 255 on at most one node (e.g. 150 and 100)"))
-    elif _ok_priority(first, a) == _ok_priority(second, b) and _preempts(a) and _preempts(b):
+    elif _ok_priority(first, a) == _ok_priority(second, b) and preempts(a) and preempts(b):
         findings.append(_finding(
             "priority-equal", "warning", a.priority.place or a.place, first.node,
             f"{name} has the same priority {_ok_priority(first, a)} on {first.node} and {second.node} "
@@ -997,10 +974,10 @@ def _weights(master_config: LoadBalancerConfig, master: VrrpInstance, backup_con
              backup: VrrpInstance) -> list[Finding]:
     """Whether a weighted check failing on the master moves the VIP: the master's priority must fall
     below the backup's, and the backup must preempt."""
-    if _weights_ignored(master_config, master):
+    if weights_ignored(master_config, master):
         return []
     top, other = _ok_priority(master_config, master), _ok_priority(backup_config, backup)
-    if top < other and _preempts(backup):
+    if top < other and preempts(backup):
         return []  # this node is master only while the other is down
     findings = []
     scripts = master_config.keepalived.scripts
@@ -1011,7 +988,7 @@ def _weights(master_config: LoadBalancerConfig, master: VrrpInstance, backup_con
             continue
         lowered = top - weight if weight > 0 else max(1, top + weight)
         how = (f"adds {weight} while it succeeds" if weight > 0 else f"subtracts {-weight} when it fails")
-        if not _preempts(backup):
+        if not preempts(backup):
             findings.append(_finding(
                 "track-weight-nopreempt", "error", entry.place, master_config.node,
                 f"{master.name}: {entry.name} {how} (weight {weight}), but {backup_config.node}'s {backup.name} has "

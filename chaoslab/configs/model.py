@@ -12,10 +12,14 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from chaoslab.configs.statements import Note, ParsedConfig, Place, Statement
+
+T = TypeVar("T")
 
 # Keepalived 2.2's defaults (keepalived.conf(5))
 ADVERT_INT = 1.0
@@ -35,6 +39,7 @@ CHECK_RISE = 2
 RETRIES = 3
 TIME_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0, "d": 86_400_000.0}
 PROXY_SECTIONS = ("frontend", "backend", "listen")
+TCP_FAMILIES = ("", "ipv4", "ipv6", "tcp", "tcp4", "tcp6")  # address prefixes of a TCP address (none: a bare one)
 
 
 @dataclass(frozen=True)
@@ -115,7 +120,6 @@ class KeepalivedConfig:
     track_files: dict[str, Setting]  # name -> its file
     script_security: Setting
     script_user: Setting
-    other_blocks: tuple[Statement, ...]  # virtual_server, static routes...: nothing chaoslab maps
     parsed: ParsedConfig
 
 
@@ -165,7 +169,6 @@ class Proxy:
     redispatch: Setting = Setting(False)
     retries: Setting = Setting(RETRIES)
     retry_on: Setting = Setting(None)
-    httpchk: Setting = Setting(None)  # the check's request line words, if option httpchk
     cookie: Setting = Setting(None)  # the cookie's name, if `cookie NAME insert|rewrite|prefix`
     timeouts_ms: dict[str, Setting] = field(default_factory=dict)
 
@@ -214,10 +217,7 @@ def keepalived_config(parsed: ParsedConfig) -> KeepalivedConfig:
                    for statement in parsed.all("vrrp_track_file") if statement.name}
     instances = tuple(_vrrp_instance(statement, version, garp_delay, garp_refresh)
                       for statement in parsed.all("vrrp_instance"))
-    mapped = {"global_defs", "vrrp_script", "vrrp_instance", "vrrp_track_file", "vrrp_sync_group"}
-    others = tuple(statement for statement in parsed.statements if statement.keyword not in mapped)
-    return KeepalivedConfig(parsed.path, router_id, instances, scripts, track_files, security, script_user,
-                            others, parsed)
+    return KeepalivedConfig(parsed.path, router_id, instances, scripts, track_files, security, script_user, parsed)
 
 
 def _vrrp_script(statement: Statement) -> VrrpScript:
@@ -225,11 +225,11 @@ def _vrrp_script(statement: Statement) -> VrrpScript:
         name=statement.name or "",
         script=" ".join((statement.first("script") or Statement("script", (), statement.place)).words),
         place=statement.place,
-        interval=_number(statement.word("interval"), SCRIPT_INTERVAL),
-        fall=int(_number(statement.word("fall"), SCRIPT_FALL)),
-        rise=int(_number(statement.word("rise"), SCRIPT_RISE)),
-        weight=int(_number(statement.word("weight"), 0)),
-        timeout=_number(statement.word("timeout"), None),
+        interval=converted(statement.word("interval"), float, SCRIPT_INTERVAL),
+        fall=converted(statement.word("fall"), int, SCRIPT_FALL),
+        rise=converted(statement.word("rise"), int, SCRIPT_RISE),
+        weight=converted(statement.word("weight"), int, 0),
+        timeout=converted(statement.word("timeout"), float, None),
         user=statement.word("user"),
     )
 
@@ -239,7 +239,7 @@ def _vrrp_instance(statement: Statement, version: Setting, garp_delay: Setting, 
         child = statement.first(keyword)
         if child is None or not child.words:
             return Setting(default)
-        return Setting(convert(child.words[0]), child.place)
+        return Setting(converted(child.words[0], convert, default), child.place)
 
     def flag(keyword: str, undo: str) -> Setting:
         """On if the keyword is written, off again if its undoing keyword follows (the last one wins)."""
@@ -309,7 +309,7 @@ def _tracked(statement: Statement, keyword: str) -> tuple[Tracked, ...]:
     for block in statement.all(keyword):
         for child in block.children:
             words = list(child.words)
-            weight = int(words[words.index("weight") + 1]) if "weight" in words[:-1] else None
+            weight = converted(words[words.index("weight") + 1], int, None) if "weight" in words[:-1] else None
             tracked.append(Tracked(child.keyword, child.place, weight))
     return tuple(tracked)
 
@@ -322,17 +322,20 @@ def _setting_in(blocks: list[Statement], keyword: str, convert, default=None) ->
     for block in reversed(blocks):  # a later global_defs overrides an earlier one
         child = next((c for c in reversed(block.children) if c.keyword == keyword and c.words), None)
         if child is not None:
-            return Setting(convert(child.words[0]), child.place)
+            return Setting(converted(child.words[0], convert, default), child.place)
     return Setting(default)
 
 
-def _number(text: str | None, default):
-    if text is None:
+def converted(word: str | None, convert: Callable[[str], T], default: T) -> T:
+    """A word as the daemon reads a value (an int, a float, an HAProxy time), or the default where it
+    is none (absent, an undefined $PARAMETER left as written, "inf"): a config is read, never refused."""
+    if word is None:
         return default
     try:
-        return float(text)
-    except ValueError:
+        value = convert(word)
+    except (ValueError, OverflowError, TypeError):
         return default
+    return default if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def advert_int_used(instance: VrrpInstance) -> float:
@@ -342,6 +345,36 @@ def advert_int_used(instance: VrrpInstance) -> float:
     if int(instance.version.value or VRRP_VERSION) == 2:
         return float(min(255, max(1, math.floor(written + 0.5))))
     return max(0.01, math.floor(written * 100 + 0.5) / 100)
+
+
+def preempts(instance: VrrpInstance) -> bool:
+    """Whether the instance preempts a master of lower priority: Keepalived clears nopreempt with
+    state MASTER or priority 255 ("nopreempt will not work with initial state MASTER - clearing")."""
+    return not instance.nopreempt.value or instance.state.value == "MASTER" or instance.priority.value == OWNER_PRIORITY
+
+
+def weights_ignored(config: LoadBalancerConfig, instance: VrrpInstance) -> str | None:
+    """Why Keepalived drops this instance's weighted track scripts ("ignoring tracked script ... with
+    weights"), if it does: the address owner, or a sync group without sync_group_tracking_weight."""
+    if instance.priority.value == OWNER_PRIORITY:
+        return f"{instance.name} has priority 255 (the address owner)"
+    for group in config.keepalived.parsed.all("vrrp_sync_group"):
+        members = {child.keyword for block in group.all("group") for child in block.children}
+        members |= {word for block in group.all("group") for word in block.words}
+        if instance.name in members and not (group.first("sync_group_tracking_weight") or group.first("global_tracking")):
+            return f"it is in vrrp_sync_group {group.name} (sync group without sync_group_tracking_weight)"
+    return None
+
+
+def secret_mask(pair: Sequence[LoadBalancerConfig]) -> Callable[[str], str]:
+    """A function that replaces the pair's VRRP passwords (of 4 characters or more, as whole words)
+    by <auth_pass> in a text: for what quotes a config's words (a script line) on its way out."""
+    secrets = {str(instance.auth_pass.value) for config in pair for instance in config.keepalived.instances
+               if instance.auth_pass.value and len(str(instance.auth_pass.value)) >= 4}
+    if not secrets:
+        return lambda text: text
+    pattern = re.compile("|".join(rf"(?<!\w){re.escape(secret)}(?!\w)" for secret in sorted(secrets, key=len, reverse=True)))
+    return lambda text: pattern.sub("<auth_pass>", text)
 
 
 def tracked_weight(entry: Tracked, script: VrrpScript | None) -> int:
@@ -412,9 +445,8 @@ def _proxy(section: Statement, defaults: Statement | None) -> Proxy:
     timeouts = {}
     for layer in layers:
         for child in layer.children:
-            if child.keyword == "timeout" and len(child.words) >= 2:
+            if child.keyword == "timeout" and len(child.words) >= 2 and converted(child.words[1], duration_ms, None):
                 timeouts[child.words[0]] = Setting(duration_ms(child.words[1]), child.place)
-    httpchk = option("httpchk")
     return Proxy(
         kind=section.keyword,
         name=section.name or "",
@@ -425,9 +457,8 @@ def _proxy(section: Statement, defaults: Statement | None) -> Proxy:
         servers=tuple(_server(child, default_server) for child in section.all("server") if len(child.words) >= 2),
         balance=Setting(balance.value[0], balance.place) if balance.value else Setting("roundrobin"),
         redispatch=option("redispatch"),
-        retries=Setting(int(retries.value[0]), retries.place) if retries.value else Setting(RETRIES),
+        retries=Setting(converted(retries.value[0], int, RETRIES), retries.place) if retries.value else Setting(RETRIES),
         retry_on=Setting(" ".join(words_of("retry-on").value), last("retry-on").place) if last("retry-on") else Setting(None),
-        httpchk=Setting(tuple(last("option", "httpchk").words[1:]), httpchk.place) if httpchk.value else Setting(None),
         cookie=Setting(cookie.value[0], cookie.place) if cookie.value else Setting(None),
         timeouts_ms=timeouts,
     )
@@ -438,34 +469,49 @@ def _first_word(setting: Setting) -> Setting:
 
 
 def _bind(statement: Statement) -> Bind | None:
-    if not statement.words:
+    """A TCP bind line (`VIP:80`, `*:443`, `[::]:80`, `ipv4@VIP:80`); None for a port range, a UNIX
+    socket or an environment name: nothing a client of the VIP reaches."""
+    family, address = _address_family(statement.words[0]) if statement.words else (None, "")
+    if family not in TCP_FAMILIES:
         return None
-    host, _, port = statement.words[0].rpartition(":")
-    if not port.isdigit():  # a port range, a unix socket, an environment name: nothing to measure
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
         return None
+    host = host.strip("[]")
     words = statement.words[1:]
-    return Bind(host.strip("[]") if host not in ("", "*", "0.0.0.0", "::") else None, int(port),
-                "ssl" in words, "transparent" in words, statement.place)
+    return Bind(host if host not in ("", "*", "0.0.0.0", "::") else None, int(port),
+                "ssl" in words, "transparent" in words or "freebind" in words, statement.place)
+
+
+def _address_family(address: str) -> tuple[str | None, str]:
+    """(family, the rest) of an HAProxy address: `ipv4@10.0.0.1:80` -> ("ipv4", "10.0.0.1:80"), a bare
+    address -> ("", address), a word HAProxy does not read as an address (`${PORT}`) -> (None, it)."""
+    prefix, at, rest = address.partition("@")
+    if not at:
+        return "", address
+    return (prefix, rest) if re.fullmatch(r"[a-z0-9+-]+", prefix) else (None, address)
 
 
 def _server(statement: Statement, default_server: list[Statement]) -> Server:
     name, address, *options = statement.words
+    family, address = _address_family(address)
     host, _, port = address.rpartition(":") if re.search(r":\d+$", address) else (address, "", "")
 
-    def check_setting(keyword: str, convert, default) -> Setting:
+    def check_setting(keyword: str, convert: Callable[[str], T], default: T) -> Setting:
         for source in (statement, *reversed(default_server)):
             words = list(source.words if source is not statement else options)
             if keyword in words[:-1]:
-                return Setting(convert(words[words.index(keyword) + 1]), source.place)
+                return Setting(converted(words[words.index(keyword) + 1], convert, default), source.place)
         return Setting(default)
 
+    checked = "check" in options or any("check" in line.words for line in default_server)
     cookie = options[options.index("cookie") + 1] if "cookie" in options[:-1] else None
     return Server(
         name=name,
-        host=host.strip("[]"),
-        port=int(port) if port else None,
+        host=host.strip("[]") if family in TCP_FAMILIES else f"{family}@{address}",
+        port=converted(port, int, None),
         place=statement.place,
-        check="check" in options,
+        check=checked and "no-check" not in options,
         inter_ms=check_setting("inter", duration_ms, CHECK_INTER_MS),
         fall=check_setting("fall", int, CHECK_FALL),
         rise=check_setting("rise", int, CHECK_RISE),

@@ -39,7 +39,7 @@ from string import Template
 
 from chaoslab.commands import CommandResult, run
 from chaoslab.configs import keepalived
-from chaoslab.configs.sources import HOST_DIRS, LAYOUT, NodeFiles
+from chaoslab.configs.sources import HOST_DIRS, NodeFiles, node_files
 from chaoslab.errors import ChaoslabError
 from chaoslab.lab.namespaces import namespace_pids, own_pid, signal_pids
 from chaoslab.lab.topology import NodeSpec, Topology, renderer
@@ -130,13 +130,11 @@ done
 
 def check_configs(configs: Path, topology: Topology) -> None:
     """DIR holds each load balancer's keepalived.conf and haproxy.cfg where the rehearsal looks."""
-    if not configs.is_dir():
-        raise ChaoslabError(f"the configs directory {configs} does not exist")
-    nodes = [NodeFiles(spec.name, configs / spec.name) for spec in topology.loadbalancers]
-    missing = [str(path) for files in nodes for path in (files.keepalived, files.haproxy) if not path.is_file()]
-    if missing:
-        raise ChaoslabError(f"missing {', '.join(missing)}: the rehearsal runs each load balancer's own files, "
-                            f"{LAYOUT}")
+    folders = sorted(files.node for files in node_files(configs))
+    balancers = sorted(spec.name for spec in topology.loadbalancers)
+    if folders != balancers:
+        raise ChaoslabError(f"{configs} holds the configs of {', '.join(folders)}, the topology's load balancers are "
+                            f"{', '.join(balancers)}: import the topology from this folder (chaoslab import)")
     for target in ("/" + relative for relative in (*CONFIG_DIRS.values(), *PRIVATE_DIRS)):
         if not os.path.isdir(target):
             raise ChaoslabError(f"{target} does not exist on this machine: the rehearsal shows a node's own "
@@ -163,6 +161,7 @@ def install_loadbalancer(root: Path, source: Path, spec: NodeSpec, topology: Top
     and write the lab's Keepalived configuration; return where the VRRP states come from."""
     for folder, relative in CONFIG_DIRS.items():
         shutil.copytree(source / folder, root / relative, symlinks=True)
+    keep_secret(root / CONFIG_DIRS["keepalived"])
     for relative in renderer().RUNTIME_DIRS:
         (root / relative).mkdir(parents=True, exist_ok=True)
     (root / "tmp").mkdir()
@@ -195,6 +194,15 @@ def install_loadbalancer(root: Path, source: Path, spec: NodeSpec, topology: Top
     (root / KEEPALIVED_CONFIG).write_text("\n".join(lines) + "\n", encoding="utf-8")
     os.chmod(root / KEEPALIVED_CONFIG, 0o600)
     return states
+
+
+def keep_secret(folder: Path) -> None:
+    """The copy's files that are no program readable by root alone: keepalived.conf and its includes
+    hold the VRRP password (on the host they may be 0644; here they sit in the lab's state). Scripts keep
+    their modes: a script_user that is not root runs them."""
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink() and not os.stat(path).st_mode & 0o111:
+            os.chmod(path, 0o600)
 
 
 def write_script(path: Path, text: str) -> None:

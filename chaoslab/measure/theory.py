@@ -35,6 +35,7 @@ SCENARIOS: dict[str, str] = {
     "slow-link": "adverts are delayed or lost on a slow link",
 }
 
+MAX_PRIORITY = 254  # a priority a track weight raises stops there (255 is the address owner's)
 # track mechanisms whose timing is not chaoslab's to know (configs imported from a user's pair)
 UNTIMED_TRACKS = {
     "none": "nothing tracks HAProxy: a dead HAProxy on the master never moves the VIP (never recovers)",
@@ -198,30 +199,32 @@ def _tracked_haproxy(scenario: str, settings: dict, advert: float, priority: int
 
 def _weighted_track(scenario: str, settings: dict, advert: float, backup: int, master: int | None, preempt: bool,
                     version: int) -> Prediction:
-    """A failed check with a weight lowers the master's priority instead of putting it in FAULT:
-    the VIP moves only if that puts the master below the backup and the backup may preempt. A
-    preempting backup discards adverts of a lower priority (RFC 3768 6.4.2, RFC 5798 6.4.2) and takes
-    over when its master down timer runs out, counted from the last advert of the old priority: up to
-    one advert interval before detection."""
+    """A check with a weight changes the priority instead of putting the node in FAULT: a negative
+    weight is taken off while the check fails, a positive one is added while it passes (both nodes
+    track alike). The VIP moves only if the failing master ends below the healthy backup and the
+    backup may preempt. A preempting backup discards adverts of a lower priority (RFC 3768 6.4.2,
+    RFC 5798 6.4.2) and takes over when its master down timer runs out, counted from the last advert
+    of the old priority: up to one advert interval before detection."""
     weight = int(settings["track"]["weight"])
     interval, fall, checker = _track_check(settings)
     if master is None:
         raise ValueError("a track check with a weight needs the master's priority for a prediction")
-    lowered = master + weight if weight < 0 else master
-    if lowered >= backup or not preempt:
-        why = (f"nopreempt: the backup ({backup}) never preempts a live master" if lowered < backup
-               else f"the master's priority {master} lowered by {abs(weight) if weight < 0 else 0} is {lowered}, "
-                    f"not below the backup's {backup}")
+    healthy, failing = min(MAX_PRIORITY, master + max(weight, 0)), master + min(weight, 0)
+    backup = min(MAX_PRIORITY, backup + max(weight, 0))
+    drop = f"the master's priority drops from {healthy} to {failing}"
+    if failing >= backup or not preempt:
+        why = (f"{drop}, not below the backup's {backup}" if failing >= backup
+               else f"nopreempt: the backup ({backup}) never preempts a live master")
         return Prediction(scenario, math.inf, math.inf,
                           f"{checker} with weight {weight}: {why}: a dead HAProxy never moves the VIP (never recovers)")
     detect_low, detect_high = (fall - 1) * interval, fall * interval
     mdi = master_down_interval(advert, backup, version)
     low, high = detect_low + mdi - advert, detect_high + mdi
     formula = (f"{checker} every {_num(interval)} s, fall {fall}, weight {weight}: detected after "
-               f"{detect_low:.2f}-{detect_high:.2f} s, the master's priority drops to {lowered} below the backup's "
-               f"{backup}, which discards the lower adverts and takes over when its master down interval "
-               f"3 x {_num(advert)} s + {_skew_text(advert, backup, version)} = {mdi:.2f} s runs out, counted from "
-               f"the last advert before: outage {low:.2f}-{high:.2f} s")
+               f"{detect_low:.2f}-{detect_high:.2f} s, {drop}, below the backup's {backup}, which discards the "
+               f"lower adverts and takes over when its master down interval 3 x {_num(advert)} s + "
+               f"{_skew_text(advert, backup, version)} = {mdi:.2f} s runs out, counted from the last advert "
+               f"before: outage {low:.2f}-{high:.2f} s")
     return Prediction(scenario, low, high, formula)
 
 

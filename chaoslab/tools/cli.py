@@ -18,6 +18,7 @@ from chaoslab.lab.roles import SELECTORS
 from chaoslab.lab.settings import LabSettings
 from chaoslab.lab.topology import Topology
 from chaoslab.measure import history
+from chaoslab.measure.theory import Prediction
 from chaoslab.paths import PROJECT_DIR, results_dir
 from chaoslab.tools import dryrun, pair_commands, schedule
 from chaoslab.tools.bench import bench_failover, bench_lab, bench_matrix, bench_sampler, bench_vagrant
@@ -40,18 +41,18 @@ def lab_from(args: argparse.Namespace) -> Lab:
 
 
 def lab_up(args: argparse.Namespace) -> int:
-    if args.configs:
-        return rehearse(args)
-    lab = lab_from(args)
+    lab, promises = rehearsal(args) if args.configs else (lab_from(args), None)
     started = time.monotonic()
     for line in lab.up():
         print(line)
     print(f"took {time.monotonic() - started:.2f} s")
+    if promises:
+        print(table([("FAULT", "THE CONFIGS PROMISE", "WHY"), *prediction_rows(promises)]))
     return 0
 
 
-def rehearse(args: argparse.Namespace) -> int:
-    """lab up --configs DIR: the pair's own configs, as written, in the netns lab."""
+def rehearsal(args: argparse.Namespace) -> tuple[Lab, tuple[Prediction, ...]]:
+    """lab up --configs DIR: the pair's own configs, as written, in the netns lab, and what they promise."""
     if (args.provider or "netns") != "netns":
         raise ChaoslabError(f"--configs rehearses a pair in the netns lab, not the {args.provider} provider; "
                             "leave out --provider")
@@ -60,12 +61,7 @@ def rehearse(args: argparse.Namespace) -> int:
     defaults = LabSettings.resolve()
     lab = Lab(replace(defaults, provider="netns", prefix=args.prefix or defaults.prefix,
                       configs=str(args.configs.resolve())), topology)
-    started = time.monotonic()
-    for line in lab.up():
-        print(line)
-    print(f"took {time.monotonic() - started:.2f} s")
-    print(table([("FAULT", "THE CONFIGS PROMISE", "WHY"), *prediction_rows(imported.predictions)]))
-    return 0
+    return lab, imported.predictions
 
 
 def lab_down(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import ipaddress
 import os
 import tarfile
 import tempfile
@@ -20,9 +21,14 @@ from chaoslab.measure.results import write_json
 from chaoslab.tools.tables import table
 
 TOPOLOGY_FILE = "topology.json"  # written into DIR by chaoslab import
+# on a host: its /etc/keepalived and /etc/haproxy as base64 of a gzipped tar (the transport carries text),
+# failing as tar fails (a pipe would hide it)
+COPY_ETC = (f't=$(mktemp) && tar -C /etc -czf "$t" {sources.KEEPALIVED_DIR} {sources.HAPROXY_DIR} && base64 -w0 "$t"; '
+            'status=$?; rm -f "$t"; exit $status')
 
 
 def imported(directory: Path, addresses: Mapping[str, str] | None = None) -> Imported:
+    """The import of the pair in directory (DIR/<node>/keepalived|haproxy)."""
     return import_pair(sources.read_pair(directory), addresses)
 
 
@@ -31,8 +37,8 @@ def parse_addresses(values: Sequence[str]) -> dict[str, str]:
     addresses = {}
     for value in values:
         node, separator, address = value.partition("=")
-        if not separator or not node or not address:
-            raise ChaoslabError(f"--address {value!r}: write it NODE=ADDRESS, such as lb1=10.0.0.11")
+        if not separator or not node or not is_address(address):
+            raise ChaoslabError(f"--address {value!r}: write it NODE=ADDRESS with an IP address, such as lb1=10.0.0.11")
         addresses[node] = address
     return addresses
 
@@ -43,8 +49,7 @@ def import_command(args: argparse.Namespace) -> int:
         for line in fetch_pair(Path(args.from_inventory), args.directory):
             print(line)
         addresses = inventory_addresses(Path(args.from_inventory))
-    pair = sources.read_pair(args.directory)
-    result = import_pair(pair, {**addresses, **parse_addresses(args.address)})
+    result = imported(args.directory, {**addresses, **parse_addresses(args.address)})
     output = args.output or args.directory / TOPOLOGY_FILE
     write_json(output, result.topology)
     print(f"topology written to {output}")
@@ -87,9 +92,18 @@ def lint_command(args: argparse.Namespace) -> int:
 
 
 def inventory_addresses(inventory_path: Path) -> dict[str, str]:
-    """The inventory's load balancers' addresses (ansible_host), for configs that do not name them."""
+    """The inventory's load balancers' addresses (ansible_host, where it is an IP address), for configs
+    that do not name them."""
     return {host.name: host.address for host in inventories.load(inventory_path).hosts.values()
-            if host.group == "loadbalancers"}
+            if host.group == "loadbalancers" and is_address(host.address)}
+
+
+def is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def fetch_pair(inventory_path: Path, directory: Path) -> list[str]:
@@ -108,9 +122,8 @@ def fetch_pair(inventory_path: Path, directory: Path) -> list[str]:
         for host in balancers:
             connection = SshConnection(host, Path(control_dir), lab_host=inventory.lab_hosts)
             try:
-                # base64 of a gzipped tar: the transport carries text
                 result = SshTransport(host.name, connection).run_as(
-                    ["sh", "-c", f"tar -C /etc -czf - {sources.KEEPALIVED_DIR} {sources.HAPROXY_DIR} | base64 -w0"],
+                    ["sh", "-c", COPY_ETC],
                     privileged=True, timeout=60)
             finally:
                 connection.close()
@@ -118,7 +131,11 @@ def fetch_pair(inventory_path: Path, directory: Path) -> list[str]:
                 raise ChaoslabError(f"could not read /etc/keepalived and /etc/haproxy on {host.name}: "
                                     f"{result.stderr.strip() or 'tar printed nothing'}")
             target = directory / host.name
-            with tarfile.open(fileobj=io.BytesIO(base64.b64decode(result.stdout)), mode="r:gz") as archive:
-                archive.extractall(target, filter="data")
+            try:
+                with tarfile.open(fileobj=io.BytesIO(base64.b64decode(result.stdout)), mode="r:gz") as archive:
+                    archive.extractall(target, filter="data")
+            except (tarfile.TarError, EOFError, OSError, ValueError) as error:
+                raise ChaoslabError(f"the copy of /etc/keepalived and /etc/haproxy from {host.name} is not whole "
+                                    f"({error}); tar said: {result.stderr.strip() or 'nothing'}") from None
             done.append(f"{host.name}: /etc/keepalived and /etc/haproxy copied into {target}")
     return done
