@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chaoslab.configs.statements import Note, ParsedConfig, Place, Statement
+from chaoslab.configs.statements import Note, ParsedConfig, Place, Statement, read_bytes
 from chaoslab.errors import ChaoslabError
 
 # REGISTER_CONFIG_SECTION in HAProxy 2.6 (cfgparse.c, cache.c, fcgi-app.c, http_htx.c, log.c,
@@ -247,12 +247,7 @@ def _lines(path: Path, notes: list[Note]) -> list[str]:
     if path.is_dir():
         raise ChaoslabError(f"{path} is a directory (haproxy -f DIR reads its *.cfg files in order): {hint}, "
                             "and parse each file")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ChaoslabError(f"{path} does not exist: {hint}") from None
-    except OSError as error:
-        raise ChaoslabError(f"cannot read {path} ({error.strerror}): {hint}, readable by this user") from None
+    data = read_bytes(path, hint)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:

@@ -39,8 +39,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chaoslab.configs.statements import Note, ParsedConfig, Place, Statement
-from chaoslab.errors import ChaoslabError
+from chaoslab.configs.statements import Note, ParsedConfig, Place, Statement, read_bytes
 
 BLANKS = " \t"
 WHITE_SPACE = " \t\f\n\r\v"
@@ -326,14 +325,7 @@ def _places(places: list[Place]) -> str:
 
 def _read_top(path: Path, notes: list[Note]) -> str:
     hint = "pass the path of a keepalived.conf (what keepalived -f takes)"
-    if path.is_dir():
-        raise ChaoslabError(f"{path} is a directory: {hint}")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ChaoslabError(f"{path} does not exist: {hint}") from None
-    except OSError as error:
-        raise ChaoslabError(f"cannot read {path} ({error.strerror}): {hint}, readable by this user") from None
+    data = read_bytes(path, hint)
     if path.stat().st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH):
         notes.append(Note(Place(path, 1), "the file is executable: keepalived refuses an executable configuration file"))
     return _decode(data, path, notes)

@@ -3,7 +3,8 @@
 Both parsers (keepalived.py, haproxy.py) give a tree of Statements: a keyword, its words and,
 for a block (keepalived's `vrrp_instance VI_1 { ... }`, HAProxy's `backend web`), the statements
 inside. Every statement keeps the file and line it came from, so that an import can name what it
-could not map and a lint finding can point at the line to change. Pure data; no I/O.
+could not map and a lint finding can point at the line to change. Pure data, and the one
+reader of a configuration file's bytes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from chaoslab.errors import ChaoslabError
 
 
 @dataclass(frozen=True)
@@ -78,3 +81,16 @@ class ParsedConfig:
 
     def first(self, keyword: str) -> Statement | None:
         return next(self.all(keyword), None)
+
+
+def read_bytes(path: Path, hint: str) -> bytes:
+    """A configuration file's bytes; a ChaoslabError naming the path and the hint (what to pass) when
+    it is a directory, missing or unreadable."""
+    if path.is_dir():
+        raise ChaoslabError(f"{path} is a directory: {hint}")
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ChaoslabError(f"{path} does not exist: {hint}") from None
+    except OSError as error:
+        raise ChaoslabError(f"cannot read {path} ({error.strerror}): {hint}, readable by this user") from None
