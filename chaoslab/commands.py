@@ -63,16 +63,26 @@ class CommandResult:
 
 
 def run(argv: Sequence[str], timeout: float = 30.0, check: bool = False) -> CommandResult:
-    """Run argv, capture its output, and return a CommandResult."""
+    """Run argv, capture its output, and return a CommandResult. A command that times out, or whose
+    wait is interrupted (Ctrl-C), is killed and reaped before this returns: nothing it does lands
+    after the caller has moved on to clean up (an `ip netns add` finishing after `lab down`)."""
     try:
-        completed = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-        )
+        process = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
     except FileNotFoundError:
         raise missing_binary(argv[0]) from None
-    except subprocess.TimeoutExpired:
-        raise ChaoslabError(f"command timed out after {timeout:g} s: {shlex.join(argv)}") from None
-    result = CommandResult(tuple(argv), completed.returncode, completed.stdout, completed.stderr)
+    with process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise ChaoslabError(f"command timed out after {timeout:g} s: {shlex.join(argv)}") from None
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+    result = CommandResult(tuple(argv), process.returncode, stdout, stderr)
     return result.check() if check else result
 
 

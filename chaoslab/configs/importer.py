@@ -136,6 +136,7 @@ def _balancer(config: LoadBalancerConfig, instance: VrrpInstance, address: str, 
 
 
 def _webserver(server: Server, networks: dict, port: int) -> dict:
+    """A web server of the topology: a backend server, on its own port (else the frontend's)."""
     network = SERVER_NETWORK if SERVER_NETWORK in networks else VIP_NETWORK
     return {"name": server.name, "role": "webserver", "port": server.port or port,
             "interfaces": [{"name": WEBSERVER_NIC, "network": network, "address": server.address}]}

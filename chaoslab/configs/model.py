@@ -52,6 +52,8 @@ class Setting:
 
 @dataclass(frozen=True)
 class VrrpScript:
+    """A vrrp_script block: the command, how often it runs and how many results change its state."""
+
     name: str
     script: str
     place: Place
@@ -74,6 +76,8 @@ class Tracked:
 
 @dataclass(frozen=True)
 class VirtualAddress:
+    """One line of a virtual_ipaddress block."""
+
     address: ipaddress.IPv4Interface | ipaddress.IPv6Interface
     place: Place
     interface: str | None = None  # its `dev`, if given: the instance's interface otherwise
@@ -125,6 +129,8 @@ class KeepalivedConfig:
 
 @dataclass(frozen=True)
 class Bind:
+    """A TCP bind line of a frontend or listen section."""
+
     host: str | None  # None: every address (`*:80`, `:80`)
     port: int
     tls: bool
@@ -134,6 +140,8 @@ class Bind:
 
 @dataclass(frozen=True)
 class Server:
+    """A server line of a backend or listen section, with its check timing (default-server's where it says none)."""
+
     name: str
     host: str
     port: int | None

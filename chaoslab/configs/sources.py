@@ -74,4 +74,5 @@ def read_node(files: NodeFiles) -> LoadBalancerConfig:
 
 
 def read_pair(directory: Path) -> list[LoadBalancerConfig]:
+    """Both load balancers of DIR, parsed and mapped, in the order of their folders' names."""
     return [read_node(files) for files in node_files(directory)]

@@ -206,6 +206,7 @@ def keep_secret(folder: Path) -> None:
 
 
 def write_script(path: Path, text: str) -> None:
+    """A script of the lab's own, executable."""
     path.write_text(text, encoding="utf-8")
     os.chmod(path, 0o755)
 
@@ -297,9 +298,11 @@ class Enclosure:
 
     def command(self, argv: Sequence[str]) -> list[str]:
         """argv in the node's namespaces: its network, its mounts (its /etc/haproxy, /run...), its PIDs."""
-        return ["nsenter", f"--target={self.ensure()}", "--mount", "--pid", "--net", "--wd=/", *argv]
+        # --root: the target's root (entering a mount namespace from a chroot would otherwise give its real root)
+        return ["nsenter", f"--target={self.ensure()}", "--mount", "--pid", "--net", "--root", "--wd=/", *argv]
 
     def run(self, argv: Sequence[str], timeout: float = 30.0, check: bool = False) -> CommandResult:
+        """Run argv in the node's namespaces and wait for it."""
         return run(self.command(argv), timeout=timeout, check=check)
 
 

@@ -204,6 +204,7 @@ def add_lab_commands(add_parser: AddParser) -> None:
 
 
 def add_address_option(parser: argparse.ArgumentParser) -> None:
+    """--address NODE=ADDRESS, for configs that do not name a node's address (import, lab up --configs)."""
     parser.add_argument("--address", action="append", default=[], metavar="NODE=ADDRESS",
                         help="a load balancer's address on the VIP's network, where its keepalived.conf has "
                              "no unicast_src_ip (repeat per node)")

@@ -10,7 +10,7 @@ import os
 import tarfile
 import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from chaoslab.configs import daemons, lint, sources
 from chaoslab.configs.importer import Imported, import_pair, prediction_rows
@@ -44,6 +44,8 @@ def parse_addresses(values: Sequence[str]) -> dict[str, str]:
 
 
 def import_command(args: argparse.Namespace) -> int:
+    """chaoslab import DIR: the topology written, what was assumed, the daemons' verdicts, the promises;
+    exit status 1 when a daemon would not start with a file."""
     addresses = {}
     if args.from_inventory:
         for line in fetch_pair(Path(args.from_inventory), args.directory):
@@ -82,6 +84,7 @@ def verdict_lines(directory: Path, topology: dict) -> list[tuple[str, bool]]:
 
 
 def lint_command(args: argparse.Namespace) -> int:
+    """chaoslab lint DIR: the findings and their count by severity; exit status 1 when any is an error."""
     files = {files.node: files.root for files in sources.node_files(args.directory)}
     findings = lint.lint(sources.read_pair(args.directory), files)
     for line in lint.format_findings(findings):
@@ -133,9 +136,25 @@ def fetch_pair(inventory_path: Path, directory: Path) -> list[str]:
             target = directory / host.name
             try:
                 with tarfile.open(fileobj=io.BytesIO(base64.b64decode(result.stdout)), mode="r:gz") as archive:
-                    archive.extractall(target, filter="data")
+                    archive.extractall(target, members=plain_members(archive, host.name))
             except (tarfile.TarError, EOFError, OSError, ValueError) as error:
                 raise ChaoslabError(f"the copy of /etc/keepalived and /etc/haproxy from {host.name} is not whole "
                                     f"({error}); tar said: {result.stderr.strip() or 'nothing'}") from None
             done.append(f"{host.name}: /etc/keepalived and /etc/haproxy copied into {target}")
     return done
+
+
+def plain_members(archive: tarfile.TarFile, host: str) -> list[tarfile.TarInfo]:
+    """The archive's members, each a file, folder or link under /etc/keepalived or /etc/haproxy (the
+    tarfile module's own filters are not in every Python 3.11 release)."""
+    members = archive.getmembers()
+    for member in members:
+        path = PurePosixPath(member.name)
+        linked = PurePosixPath(member.linkname) if member.islnk() else None
+        outside = path.is_absolute() or ".." in path.parts or path.parts[:1] not in ((sources.KEEPALIVED_DIR,),
+                                                                                    (sources.HAPROXY_DIR,))
+        if outside or not (member.isfile() or member.isdir() or member.issym() or member.islnk()) or (
+                linked is not None and (linked.is_absolute() or ".." in linked.parts)):
+            raise ChaoslabError(f"the copy from {host} holds {member.name!r}, which is no file, folder or link under "
+                                "/etc/keepalived or /etc/haproxy: nothing of it was kept")
+    return members
