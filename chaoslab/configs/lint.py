@@ -46,12 +46,11 @@ from chaoslab.configs.model import (
 )
 from chaoslab.configs.sources import NodeFiles
 from chaoslab.configs.statements import Place, Statement
-from chaoslab.measure.theory import expected_outage, master_down_interval
+from chaoslab.measure.theory import MAX_PRIORITY, expected_outage, master_down_interval
 
 __all__ = ["SEVERITIES", "Finding", "exit_status", "format_findings", "lint"]
 
 SEVERITIES = ("error", "warning", "info")
-MAX_PRIORITY = 254  # a tracked priority never climbs above it
 NONLOCAL_BIND = {4: "net.ipv4.ip_nonlocal_bind", 6: "net.ipv6.ip_nonlocal_bind"}
 SHELLS = {"sh", "bash", "dash", "ksh", "zsh"}
 NOTIFY_KEYWORDS = ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop", "notify_deleted",
