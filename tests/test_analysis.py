@@ -213,7 +213,7 @@ def test_phases_relative_to_the_injection(summary):
 
 def test_within_theory_and_verdict(summary):
     assert summary["theory"]["scenario"] == "haproxy-stop"
-    assert summary["theory"]["low"] == 2.0
+    assert summary["theory"]["low"] == pytest.approx(2.609375)  # (fall - 1) x 2 s + (256-100)/256 s
     assert summary["theory"]["high"] == pytest.approx(4.609375)
     assert summary["within_theory"] is True
     assert summary["verdict"] == "valid"
@@ -227,13 +227,14 @@ def test_downtime_outside_the_theory_window_is_reported():
 
 def test_tolerance_is_the_larger_of_two_intervals_and_ten_percent():
     scaled_skew = {**SEED_SETTINGS, "vrrp": {**SEED_SETTINGS["vrrp"], "version": 3}}
-    prediction = expected_outage("haproxy-stop", scaled_skew, backup_priority=100)  # 2.0 .. 5.219 s
+    prediction = expected_outage("haproxy-stop", scaled_skew, backup_priority=100)  # 3.219 .. 5.219 s
     samples = reference_samples()
     events = reference_events()
-    # a 1.5 s outage: 2.0 - 10 % of 5.219 = 1.478 <= 1.5 -> within
-    short = [s if not (101.5 <= s.sent < 103.0) else ok(round(s.sent * 100) - 9000) for s in samples]
-    assert summarize(short, events, INTERVAL, prediction)["downtime"] == 1.5
-    assert summarize(short, events, INTERVAL, prediction)["within_theory"] is True
+    # a 2.70 s outage: 3.21875 - 10 % of 5.21875 = 2.697 <= 2.70 -> within; 2.68 is not
+    for end, within in ((102.7, True), (102.68, False)):
+        short = [s if not (end <= s.sent < 103.0) else ok(round(s.sent * 100) - 9000) for s in samples]
+        result = summarize(short, events, INTERVAL, prediction)
+        assert (result["downtime"], result["within_theory"]) == (pytest.approx(end - 100.0), within)
 
 
 def test_no_prediction_for_a_scenario_without_bounds():
@@ -407,18 +408,18 @@ def test_a_crashed_keepalived_leaves_the_vip_serving():
 
 def test_graceful_stop_costs_the_skew_time():
     prediction = expected_outage("keepalived-stop", SEED_SETTINGS, backup_priority=100)
-    assert (prediction.low, prediction.high) == (0.0, pytest.approx(0.609375))
+    assert (prediction.low, prediction.high) == pytest.approx((0.609375, 0.609375))
 
 
 def test_dead_haproxy_adds_the_track_check():
     prediction = expected_outage("haproxy-kill", SEED_SETTINGS, backup_priority=100)
-    assert (prediction.low, prediction.high) == (2.0, pytest.approx(4 + 0.609375))
+    assert (prediction.low, prediction.high) == pytest.approx((2 + 0.609375, 4 + 0.609375))
 
 
 def test_track_file_mechanism_uses_milliseconds():
     settings = {**SEED_SETTINGS, "vrrp": {"version": 2, "advert_int": 1}, "track": FILE_TRACK}
     prediction = expected_outage("haproxy-stop", settings, backup_priority=100)
-    assert (prediction.low, prediction.high) == pytest.approx((0.1, 0.15 + 0.609375))
+    assert (prediction.low, prediction.high) == pytest.approx((0.1 + 0.609375, 0.15 + 0.609375))
 
 
 def test_frozen_haproxy_is_never_seen_by_a_pid_check():

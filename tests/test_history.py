@@ -67,7 +67,7 @@ def test_a_failed_migration_leaves_the_database_as_it_was(tmp_path: Path, monkey
     monkeypatch.setattr(history, "MIGRATIONS", [*history.MIGRATIONS, "ALTER TABLE runs ADD COLUMN x TEXT; NOT SQL"])
     with pytest.raises(sqlite3.OperationalError):
         history.load(path)
-    assert user_version(path) == 1
+    assert user_version(path) == len(history.MIGRATIONS) - 1
     with sqlite3.connect(path) as connection:
         assert "x" not in [row[1] for row in connection.execute("PRAGMA table_info(runs)")]
 
@@ -77,8 +77,22 @@ def test_a_history_from_a_newer_chaoslab_is_refused(tmp_path: Path):
     history.insert(path, RUN)
     with sqlite3.connect(path) as connection:
         connection.execute("PRAGMA user_version = 99")
-    with pytest.raises(ChaoslabError, match=r"schema version 99, newer than this chaoslab knows \(1\); upgrade"):
+    with pytest.raises(ChaoslabError, match=r"schema version 99, newer than this chaoslab knows \(2\); upgrade"):
         history.load(path)
+
+
+def test_a_history_of_schema_1_gains_the_partial_outage_columns(tmp_path: Path):
+    path = tmp_path / "history.sqlite"
+    with sqlite3.connect(path) as connection:
+        connection.executescript(history.MIGRATIONS[0] + "; PRAGMA user_version = 1")
+        connection.execute("INSERT INTO runs (recorded_at, experiment, started_at, status, folder) "
+                           "VALUES (1, 'old run', 1, 'completed', 'x')")
+    history.insert(path, replace(RUN, impact_kind="partial", impact_seconds=4.97, failed_share=0.501,
+                                 within_theory=True))
+    old, new = history.load(path)
+    assert (old.experiment, old.impact_kind, old.within_theory) == ("old run", None, None)
+    assert (new.impact_kind, new.impact_seconds, new.failed_share, new.within_theory) == ("partial", 4.97, 0.501, True)
+    assert "partial 4.97 s, 50% failed" in history.terminal_rows([new])[1]
 
 
 def _insert_many(path: Path, writer: int, count: int) -> list[int]:

@@ -189,7 +189,9 @@ def predict(topology: dict) -> list[theory.Prediction]:
                        key=lambda node: (node["vrrp"]["state"] != "MASTER", -node["vrrp"]["priority"]))
     master, backup = balancers[0]["vrrp"]["priority"], balancers[1]["vrrp"]["priority"]
     preempt = topology["vrrp"]["preempt"]
-    return [theory.expected_outage(scenario, topology["settings"], backup, master, preempt) for scenario in PREDICTED]
+    webservers = sum(1 for node in topology["nodes"] if node["role"] == "webserver")
+    return [theory.expected_outage(scenario, topology["settings"], backup, master, preempt, webservers)
+            for scenario in PREDICTED]
 
 
 def prediction_rows(predictions: Sequence[theory.Prediction]) -> list[tuple[str, str, str]]:

@@ -8,9 +8,11 @@ load_samples / load_events, which read those JSON-lines files.
 Definitions (all times in seconds; absolute times are unix times, phases are
 relative to the fault injection; everything is rounded to milliseconds):
 
-- outage: a maximal run of consecutive failed samples, in order of sending.
-  Its downtime runs from the last ok sample before it to the first ok sample
-  after it, so one lost request at a 10 ms interval costs 0.02 s.
+- outage: a run of failed samples no answer interrupted, delimited in the order the
+  requests were sent (chaoslab.measure.outages says how a late answer counts). Its downtime
+  runs from the last answer before it to the first answer to a request sent after it, so
+  one lost request at a 10 ms interval costs 0.02 s.
+- fault window: from the first injection to the last heal.
 - main outage: the longest outage that overlaps the fault window, i.e. that
   ends after the injection (or never ends) and starts before the heal (a slow
   host may fail a few requests, answer more, and only then stop answering).
@@ -20,6 +22,9 @@ relative to the fault injection; everything is rounded to milliseconds):
 - downtime: the main outage's downtime; 0.0 when no outage overlaps the fault;
   None when there was no fault or no sample, or when the main outage never
   ended ("downtime_at_least" then gives the lower bound the samples prove).
+- impact, availability, latency, client_timeouts: what clients lived through besides the
+  longest outage (chaoslab.measure.availability): a dead backend behind round robin fails every
+  other request, and its longest outage is a single request.
 - restarts: each restart the hosts' service manager (systemd, Restart=) made by itself during
   the run, from its journal: the service was down from "down" to "up" (seconds after the
   injection). A restart of the faulted service before any other node took over means the fault
@@ -32,21 +37,24 @@ relative to the fault injection; everything is rounded to milliseconds):
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import json
 import math
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from chaoslab.measure import availability
+from chaoslab.measure.availability import Window
 from chaoslab.measure.client import Outcome
+from chaoslab.measure.outages import Outage, answered_at, count_kinds, find_outages, in_send_order
+from chaoslab.measure.outages import ms as _ms
 from chaoslab.measure.theory import Prediction
 
 __all__ = ["load_events", "load_samples", "run_snapshot", "summarize"]
 
 ALTERNATION_RUN = 4  # consecutive ok answers that must alternate between backends
+SHARE_TOLERANCE = 0.1  # how far a partial outage's failed share may be from the predicted one
 
 
 # ---------------------------------------------------------------------------- loading
@@ -103,31 +111,6 @@ class Fault:
 NO_FAULT_JSON = {"inject": None, "heal": None, "action": None, "node": None, "target": None}
 
 
-@dataclass(frozen=True)
-class Outage:
-    """A maximal run of consecutive failed samples."""
-
-    start: float  # sent of the first failed sample
-    last_failed: float  # sent of the last failed sample
-    end: float | None  # sent of the first ok sample after it; None if the run ended in failure
-    last_ok_before: float | None  # sent of the last ok sample before it; None if none
-    failed: int
-    by_kind: dict[str, int]
-
-    @property
-    def downtime(self) -> float | None:
-        if self.end is None or self.last_ok_before is None:
-            return None
-        return self.end - self.last_ok_before
-
-    @property
-    def downtime_at_least(self) -> float:
-        """What the samples prove even when a bound is missing."""
-        return (self.end if self.end is not None else self.last_failed) - (
-            self.last_ok_before if self.last_ok_before is not None else self.start
-        )
-
-
 # ---------------------------------------------------------------------------- summary
 
 
@@ -138,22 +121,27 @@ def summarize(
     prediction: Prediction | None = None,
     focus: str = "inject",
     steady_before: bool | None = None,
+    sampler_timeout: float | None = None,
 ) -> dict:
-    """The run's summary: requests, fault, outages, downtime, VIP timeline, phases, theory, verdict.
+    """The run's summary: requests, fault, outages, downtime, impact, availability, latency, VIP
+    timeline, phases, theory, verdict.
 
     interval is the sampler's sending interval in seconds (it sets the tolerance
     of the comparison with theory). focus "heal" measures the outage the heal of
     the first fault causes instead (a master that comes back and preempts).
     steady_before: whether the steady state held before the method (None: not known).
+    sampler_timeout: the sampler's request timeout in seconds (clients with timeouts up to it are told).
     See the module docstring for the definitions.
     """
-    samples = sorted(samples, key=moment)
+    samples = in_send_order(samples)
     events = sorted(events, key=lambda event: event["t"])
     faults = pair_faults(events)
     fault = faults[0] if faults else None
+    window = fault_window(faults)
     outages = find_outages(samples)
-    main = main_outage(outages, fault, focus)
+    main = main_outage(outages, fault, window, focus)
     downtime = main_downtime(samples, fault, main)
+    impact = availability.impact(samples, outages, window, fault.inject) if window and samples else None
     timeline, holders_before, holders_after = vip_timeline(events)
     verdict, reason = judge(samples, fault, steady_before)
     failed = [sample for sample in samples if not sample.ok]
@@ -176,6 +164,12 @@ def summarize(
         "downtime": _ms(downtime),
         "downtime_failed": main.failed if main else (0 if downtime is not None else None),
         "downtime_at_least": _ms(main.downtime_at_least) if main else _ms(downtime),
+        "impact": impact,
+        "before_fault": availability.availability(samples, Window(samples[0].sent, window.start))
+        if window and samples else None,
+        "fault_window": availability.availability(samples, window) if window else None,
+        "latency": availability.latency(samples, latency_windows(samples, window)),
+        "client_timeouts": timeouts_view(samples, window, sampler_timeout),
         "longest_gap": _ms(longest_gap(samples)),
         "time_to_alternate": _ms(time_to_alternate(samples, fault, main)),
         "vip_timeline": timeline,
@@ -184,7 +178,7 @@ def summarize(
         "phases": run_phases,
         "restarts": restarts,
         "theory": prediction.to_json() if prediction else None,
-        "within_theory": None if undone else within_theory(prediction, fault, main, downtime, interval),
+        "within_theory": None if undone else within_theory(prediction, fault, main, downtime, interval, impact),
         "theory_note": (f"{undone['text']} ({undone['down']:+.2f} s to {undone['up']:+.2f} s), before another "
                         "load balancer took over: the fault was undone before the failover theory predicts "
                         "could happen") if undone else None,
@@ -214,6 +208,14 @@ def pair_faults(events: Iterable[dict]) -> list[Fault]:
     return faults
 
 
+def fault_window(faults: Sequence[Fault]) -> Window | None:
+    """From the first injection to the last heal; open-ended when a fault was never healed."""
+    if not faults:
+        return None
+    heals = [fault.heal for fault in faults]
+    return Window(faults[0].inject, None if None in heals else max(heals))
+
+
 def last_fault_phase(events: Iterable[dict], t: float) -> str | None:
     """The phase ("inject" or "heal") of the fault event that most recently preceded t."""
     phase = None
@@ -228,41 +230,6 @@ def last_fault_phase(events: Iterable[dict], t: float) -> str | None:
 # ---------------------------------------------------------------------------- outages
 
 
-def moment(sample: Outcome) -> float:
-    """When a sample tells about the VIP: a good answer when it arrived (a SYN sent
-    into the outage and retransmitted after the VIP moved answers a second late),
-    a failure when it was sent."""
-    return sample.sent + sample.latency if sample.ok else sample.sent
-
-
-def find_outages(samples: Sequence[Outcome]) -> list[Outage]:
-    """Every maximal run of consecutive failed samples (samples sorted by sent)."""
-    outages: list[Outage] = []
-    run: list[Outcome] = []
-    last_ok: float | None = None
-    for sample in samples:
-        if not sample.ok:
-            run.append(sample)
-            continue
-        if run:
-            outages.append(_outage(run, last_ok, moment(sample)))
-            run = []
-        last_ok = moment(sample)
-    if run:
-        outages.append(_outage(run, last_ok, None))
-    return outages
-
-
-def _outage(run: list[Outcome], last_ok: float | None, end: float | None) -> Outage:
-    return Outage(run[0].sent, run[-1].sent, end, last_ok, len(run), count_kinds(run))
-
-
-def count_kinds(failed: Iterable[Outcome]) -> dict[str, int]:
-    """Failed samples per error kind, kinds sorted by name; an unlabelled failure counts as "other"."""
-    counts = Counter(sample.error or "other" for sample in failed)
-    return dict(sorted(counts.items()))
-
-
 def outage_json(outage: Outage, events: Sequence[dict]) -> dict:
     return {
         "start": _ms(outage.start),
@@ -275,19 +242,19 @@ def outage_json(outage: Outage, events: Sequence[dict]) -> dict:
     }
 
 
-def main_outage(outages: Sequence[Outage], fault: Fault | None, focus: str = "inject") -> Outage | None:
+def main_outage(outages: Sequence[Outage], fault: Fault | None, window: Window | None,
+                focus: str = "inject") -> Outage | None:
     """The longest outage overlapping the fault window: ends after the injection, starts before the
-    heal (a slow host can answer some requests while a service goes down: brief failures before
-    the real outage). With focus "heal": the first outage that ends after the heal."""
-    if fault is None:
+    last heal (a slow host can answer some requests while a service goes down: brief failures before
+    the real outage). With focus "heal": the first outage that ends after the first fault's heal."""
+    if fault is None or window is None:
         return None
     if focus == "heal":
         if fault.heal is None:
             return None
         return next((outage for outage in outages if outage.end is None or outage.end > fault.heal), None)
-    window = [outage for outage in outages if (outage.end is None or outage.end > fault.inject)
-              and (fault.heal is None or outage.start < fault.heal)]
-    return max(window, key=lambda outage: math.inf if outage.end is None else outage.downtime_at_least, default=None)
+    return max(availability.overlapping(outages, window),
+               key=lambda outage: math.inf if outage.end is None else outage.downtime_at_least, default=None)
 
 
 def main_downtime(samples: Sequence[Outcome], fault: Fault | None, main: Outage | None) -> float | None:
@@ -298,23 +265,27 @@ def main_downtime(samples: Sequence[Outcome], fault: Fault | None, main: Outage 
 
 
 def longest_gap(samples: Sequence[Outcome]) -> float | None:
-    """The largest time between two consecutive ok samples over the whole run (None if < 2 ok)."""
-    sent = [moment(sample) for sample in samples if sample.ok]
-    return max((later - earlier for earlier, later in itertools.pairwise(sent)), default=None)
+    """The largest time between two consecutive answers over the whole run (None if < 2 ok)."""
+    arrived = sorted(answered_at(sample) for sample in samples if sample.ok)
+    return max((later - earlier for earlier, later in itertools.pairwise(arrived)), default=None)
 
 
 def time_to_alternate(samples: Sequence[Outcome], fault: Fault | None, main: Outage | None) -> float | None:
     """Seconds from the injection until round robin is back: the first of ALTERNATION_RUN consecutive
-    ok answers, after the main outage, whose backends strictly alternate."""
+    ok answers to requests sent after the main outage's last failure (answered after the injection
+    when there was none), whose backends strictly alternate; counted to the first one's answer."""
     if fault is None:
         return None
     if main is not None and main.end is None:
         return None
-    search_from = main.end if main is not None else fault.inject
-    first = bisect.bisect_left([moment(sample) for sample in samples], search_from)
+    if main is not None:
+        first = next((index for index, sample in enumerate(samples) if sample.sent > main.last_failed), len(samples))
+    else:
+        first = next((index for index, sample in enumerate(samples) if answered_at(sample) >= fault.inject),
+                     len(samples))
     for index in range(first, len(samples) - ALTERNATION_RUN + 1):
         if _alternates(samples[index : index + ALTERNATION_RUN]):
-            return moment(samples[index]) - fault.inject
+            return answered_at(samples[index]) - fault.inject
     return None
 
 
@@ -322,6 +293,27 @@ def _alternates(window: Sequence[Outcome]) -> bool:
     return all(sample.ok for sample in window) and all(
         earlier.backend != later.backend for earlier, later in itertools.pairwise(window)
     )
+
+
+def latency_windows(samples: Sequence[Outcome], window: Window | None) -> dict[str, Window]:
+    """The spans the answers' latency is told for: before the fault, the fault window, after it
+    (the whole run when there was no fault)."""
+    if not samples:
+        return {}
+    if window is None:
+        return {"run": Window(samples[0].sent, None)}
+    spans = {"before": Window(samples[0].sent, window.start), "fault_window": window}
+    return spans if window.end is None else {**spans, "after": Window(window.end, None)}
+
+
+def timeouts_view(samples: Sequence[Outcome], window: Window | None, sampler_timeout: float | None) -> dict | None:
+    """What clients with shorter timeouts would have lost, before the fault and in its window."""
+    if window is None or sampler_timeout is None or not samples:
+        return None
+    before = Window(samples[0].sent, window.start)
+    return {"sampler_timeout": sampler_timeout,
+            "before": availability.client_timeouts(samples, before, sampler_timeout),
+            "fault_window": availability.client_timeouts(samples, window, sampler_timeout)}
 
 
 # ---------------------------------------------------------------------------- VIP and VRRP
@@ -433,8 +425,11 @@ def within_theory(
     main: Outage | None,
     downtime: float | None,
     interval: float,
+    impact: dict | None = None,
 ) -> bool | None:
-    """Whether the downtime falls in the predicted window, give or take max(2 intervals, 10 % of high).
+    """Whether the run agrees with theory, give or take max(2 intervals, 10 % of high): its downtime
+    falls in the predicted window, or, for a prediction of a partial outage ("impact"), its impact
+    window does and its failed share is within SHARE_TOLERANCE of the predicted one.
 
     None when there is nothing to compare (no prediction, no bounds, no fault, unknown downtime).
     A prediction that the stack never recovers by itself agrees with an outage
@@ -444,12 +439,24 @@ def within_theory(
         return None
     if math.isinf(prediction.high):
         return main is not None and (main.end is None or (fault.heal is not None and main.end >= fault.heal))
+    tolerance = max(2 * interval, 0.1 * prediction.high)
+    if prediction.measures == "impact":
+        return _impact_within(prediction, impact, tolerance)
     if main is not None and main.end is None:
         return False
     if downtime is None:
         return None
-    tolerance = max(2 * interval, 0.1 * prediction.high) if math.isfinite(prediction.high) else 2 * interval
     return prediction.low - tolerance <= downtime <= prediction.high + tolerance
+
+
+def _impact_within(prediction: Prediction, impact: dict | None, tolerance: float) -> bool | None:
+    if impact is None:
+        return None
+    if impact["kind"] != "none" and impact["end"] is None:
+        return False
+    if not prediction.low - tolerance <= impact["seconds"] <= prediction.high + tolerance:
+        return False
+    return prediction.failed_share is None or abs(impact["failed_share"] - prediction.failed_share) <= SHARE_TOLERANCE
 
 
 def judge(samples: Sequence[Outcome], fault: Fault | None, steady_before: bool | None = None) -> tuple[str, str]:
@@ -470,8 +477,3 @@ def judge(samples: Sequence[Outcome], fault: Fault | None, steady_before: bool |
 
 def _since(t: float | None, origin: float) -> float | None:
     return None if t is None else t - origin
-
-
-def _ms(value: float | None) -> float | None:
-    """Seconds rounded to the millisecond; None stays None."""
-    return None if value is None else round(value, 3)

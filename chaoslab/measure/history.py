@@ -3,7 +3,8 @@
 Every run is recorded, scheduled or a plain `chaos run`: the control calls
 record_run() once it has written the run's summary. A row keeps what a trend
 needs (experiment, profile, start, duration, journal status, downtime, failed
-requests, phases, VIP holders, theory, downtime budget), what changed between
+requests, phases, VIP holders, theory, downtime budget, the impact window and
+failed share of a partial outage), what changed between
 runs (versions of haproxy, keepalived and apache2, the project's commit), and
 where the run's own files are (its folder, relative to the results folder).
 
@@ -76,6 +77,13 @@ MIGRATIONS: list[str] = [
     CREATE INDEX runs_by_experiment ON runs (experiment, started_at);
     CREATE INDEX runs_by_start ON runs (started_at);
     """,
+    # 1 -> 2: what clients lived through besides the longest outage (a partial outage)
+    """
+    ALTER TABLE runs ADD COLUMN impact_kind TEXT;
+    ALTER TABLE runs ADD COLUMN impact_seconds REAL;
+    ALTER TABLE runs ADD COLUMN failed_share REAL;
+    ALTER TABLE runs ADD COLUMN within_theory INTEGER
+    """,
 ]
 
 JSON_COLUMNS = ("phases", "vip_before", "vip_after")
@@ -113,6 +121,10 @@ class RunRecord:
     apache2_version: str = UNKNOWN
     git_commit: str = UNKNOWN
     folder: str = ""
+    impact_kind: str | None = None  # none, whole or partial (chaoslab.measure.availability)
+    impact_seconds: float | None = None
+    failed_share: float | None = None
+    within_theory: bool | None = None
     recorded_at: float = field(default_factory=time.time)
     id: int | None = None
 
@@ -120,6 +132,10 @@ class RunRecord:
     def name(self) -> str:
         """The experiment's short name: its file's stem (failover), else a slug of its title."""
         return Path(self.experiment_file).stem if self.experiment_file else slug(self.experiment)
+
+    @property
+    def partial(self) -> bool:
+        return self.impact_kind == "partial"
 
     @property
     def measured(self) -> bool:
@@ -229,6 +245,8 @@ def load(path: Path, experiment: str | None = None, last: int | None = None) -> 
 def _record(values: dict) -> RunRecord:
     for column in JSON_COLUMNS:
         values[column] = json.loads(values[column]) if values[column] is not None else None
+    if values["within_theory"] is not None:
+        values["within_theory"] = bool(values["within_theory"])
     return RunRecord(**values)
 
 
@@ -237,7 +255,9 @@ def terminal_rows(runs: list[RunRecord]) -> list[tuple[str, ...]]:
     rows = [("ID", "STARTED (UTC)", "EXPERIMENT", "PROFILE", "STATUS", "DOWNTIME", "BUDGET", "FAILED",
              "DETECT/TAKEOVER/ANSWER", "VIP BEFORE>AFTER", "HAPROXY/KEEPALIVED/APACHE2", "COMMIT")]
     for run in runs:
-        if run.downtime is not None:
+        if run.partial and run.impact_seconds is not None:
+            downtime = f"partial {run.impact_seconds:.2f} s, {run.failed_share:.0%} failed"
+        elif run.downtime is not None:
             downtime = f"{run.downtime:.2f} s"
         elif run.downtime_at_least is not None:
             downtime = f">{run.downtime_at_least:.2f} s"
@@ -287,6 +307,7 @@ def record_from_summary(
     """The history's row for a run, from the summary the control wrote (pure)."""
     run = summary.get("run") or {}
     theory = summary.get("theory") or {}
+    impact = summary.get("impact") or {}
     folder = Path(run.get("folder") or "")
     if folder.is_relative_to(root):  # both come from results_dir(): absolute or relative alike
         folder = folder.relative_to(root)
@@ -320,6 +341,10 @@ def record_from_summary(
         apache2_version=versions.get("httpd") or UNKNOWN,
         git_commit=commit,
         folder=str(folder),
+        impact_kind=impact.get("kind"),
+        impact_seconds=impact.get("seconds"),
+        failed_share=impact.get("failed_share"),
+        within_theory=summary.get("within_theory"),
     )
 
 

@@ -5,7 +5,7 @@ injection, or since the first sample when there was no fault):
 
 1. every answered request as a dot, latency in ms (log scale), coloured by
    the web server that answered; the fault window shaded and labelled, VRRP
-   transitions as dashed lines, the main downtime as a double-headed arrow;
+   transitions as dashed lines, the main downtime (a partial outage: its impact window) as a double-headed arrow;
 2. every failed request as a marker in the row of its error kind;
 3. which load balancer held the VIP over time.
 
@@ -78,7 +78,7 @@ def plot_run(
     _draw_faults(all_axes, summary, origin, end)
     _draw_vrrp(all_axes, events, origin, end)
     _draw_restarts(all_axes, events, origin, end)
-    _draw_downtime(latency_axes, summary, origin)
+    _draw_outage(latency_axes, summary, origin)
 
     latency_axes.set_xlim(_x_limits(samples, summary, origin, end))
     for axes in all_axes[:-1]:
@@ -228,15 +228,27 @@ def _draw_restarts(all_axes: Sequence[Axes], events: Sequence[dict], origin: flo
         )
 
 
-def _draw_downtime(axes: Axes, summary: dict, origin: float) -> None:
-    """A double-headed arrow over the main outage, from the last answer before to the first after."""
+def _draw_outage(axes: Axes, summary: dict, origin: float) -> None:
+    """A double-headed arrow over what clients lived through: the impact window of a partial outage
+    (from its first failed request to the first answer after its last), else the main outage (from
+    the last answer before to the first after)."""
+    impact = summary.get("impact") or {}
+    if impact.get("kind") == "partial":
+        share = impact["failed_share"]
+        silent = sorted(set(_answering_before(summary)) - set(impact["by_backend"]))
+        text = (f"partial outage {impact['seconds_at_least']:.2f} s: {share:.0%} of requests failed "
+                f"({impact['failed']} of {impact['requests']})" + (f"; {', '.join(silent)} answered none" if silent
+                                                                  else ""))
+        ended = impact["end"] is not None
+        stop = (impact["end"] if ended else summary["last_sent"]) - origin
+        _arrow(axes, impact["start"] - origin, stop, "<->" if ended else "->", text)
+        return
     index = summary.get("main_outage")
     if index is None:
         return
     outage = summary["outages"][index]
     if outage["last_ok_before"] is None:
         return
-    start = outage["last_ok_before"] - origin
     if outage["end"] is not None:
         stop, style = outage["end"] - origin, "<->"
         text = f"downtime {summary['downtime']:.2f} s ({outage['failed']} failed requests)"
@@ -244,6 +256,16 @@ def _draw_downtime(axes: Axes, summary: dict, origin: float) -> None:
         stop, style = summary["last_sent"] - origin, "->"
         lasted = summary["downtime_at_least"]
         text = f"no answer for at least {lasted:.2f} s ({outage['failed']} failed): never recovered"
+    _arrow(axes, outage["last_ok_before"] - origin, stop, style, text)
+
+
+def _answering_before(summary: dict) -> list[str]:
+    """The backends that answered before the fault, named ones only."""
+    window = summary.get("before_fault") or {}
+    return [name for name in window.get("by_backend") or {} if name != "unnamed"]
+
+
+def _arrow(axes: Axes, start: float, stop: float, style: str, text: str) -> None:
     transform = axes.get_xaxis_transform()
     axes.annotate(
         "",
@@ -293,7 +315,11 @@ def _headline(summary: dict) -> str:
     """One line of the numbers that matter."""
     parts = [f"verdict: {summary.get('verdict')}", f"{summary.get('requests', 0)} requests"]
     parts.append(f"{summary.get('failed', 0)} failed")
-    if summary.get("downtime") is not None:
+    impact = summary.get("impact") or {}
+    if impact.get("kind") == "partial":
+        parts.append(f"partial outage {impact['seconds_at_least']:.2f} s at {impact['failed_share']:.0%} failed")
+        parts.append(f"longest run of failures {summary['downtime_at_least']:.2f} s")
+    elif summary.get("downtime") is not None:
         parts.append(f"downtime {summary['downtime']:.2f} s")
     elif summary.get("downtime_at_least") is not None:
         parts.append(f"downtime > {summary['downtime_at_least']:.2f} s (not recovered)")

@@ -30,11 +30,17 @@ SCENARIOS: dict[str, str] = {
     "haproxy-kill": "HAProxy on the master is killed: the track check must notice",
     "haproxy-freeze": "HAProxy on the master is frozen (SIGSTOP): it keeps its pid",
     "backend-down": "one web server is down: HAProxy's health check must notice",
+    "haproxy-reload": "HAProxy on the master reloads its configuration (systemctl reload, or -sf): a new process "
+                      "takes over the listening sockets",
+    "haproxy-restart": "HAProxy on the master is stopped and started again",
+    "vrrp-blocked": "a firewall on one load balancer drops the VRRP adverts it receives",
+    "one-way-partition": "one load balancer's packets no longer reach the other; the other way still works",
     "failback": "the old master comes back and may preempt",
     "split-brain": "the load balancers cannot hear each other",
     "slow-link": "adverts are delayed or lost on a slow link",
 }
 
+EVEN_SPREAD = {"roundrobin", "static-rr"}  # balance algorithms that spread one client's requests evenly
 MAX_PRIORITY = 254  # a priority a track weight raises stops there (255 is the address owner's)
 # track mechanisms whose timing is not chaoslab's to know (configs imported from a user's pair)
 UNTIMED_TRACKS = {
@@ -52,6 +58,20 @@ _NO_SINGLE_PREDICTION = {
         "split brain: both nodes may become MASTER and hold the VIP; what clients see depends on their "
         "ARP caches; no single prediction"
     ),
+    "haproxy-restart": (
+        "HAProxy restart: new connections are refused for as long as HAProxy takes to stop and start, which "
+        "no setting fixes; the track check notices only if that is longer than its fall - 1 intervals; "
+        "no single prediction"
+    ),
+    "vrrp-blocked": (
+        "VRRP blocked on one node: a backup that hears no adverts becomes MASTER after its master down "
+        "interval while the master holds on (split brain); what clients see depends on their ARP caches; "
+        "no single prediction"
+    ),
+    "one-way-partition": (
+        "one-way partition: the side that stops hearing the other becomes MASTER after its master down "
+        "interval; whether clients notice depends on which way is cut; no single prediction"
+    ),
     "slow-link": (
         "slow link: delayed or lost adverts may or may not exceed the master down interval, depending on "
         "the delay and loss; no single prediction"
@@ -64,13 +84,17 @@ class Prediction:
     """The outage a client should see, in seconds: between low and high.
 
     high is math.inf when theory says the service never recovers, math.nan when
-    theory gives no single prediction for the scenario.
+    theory gives no single prediction for the scenario. measures says what the bounds are
+    for: "downtime" (the longest outage) or "impact" (the impact window of a partial outage,
+    in which failed_share of the requests fail; None: no share predicted).
     """
 
     scenario: str
     low: float
     high: float
     formula: str
+    measures: str = "downtime"
+    failed_share: float | None = None
 
     @property
     def never_recovers(self) -> bool:
@@ -93,6 +117,8 @@ class Prediction:
             "low": _finite_or_none(self.low),
             "high": _finite_or_none(self.high),
             "expect": expect,
+            "measures": self.measures,
+            "failed_share": None if self.failed_share is None else round(self.failed_share, 4),
             "formula": self.formula,
         }
 
@@ -109,20 +135,26 @@ def master_down_interval(advert_int: float, priority: int, version: int = 3) -> 
 
 
 def expected_outage(scenario: str, settings: dict, backup_priority: int, master_priority: int | None = None,
-                    preempt: bool = True) -> Prediction:
+                    preempt: bool = True, webservers: int | None = None) -> Prediction:
     """The client outage VRRP theory predicts for a scenario under a profile's settings.
 
     settings is a profile's merged settings dict (sections "vrrp", "track", "haproxy");
     backup_priority is the VRRP priority of the node expected to take over, master_priority the
     master's (needed where a track check lowers it by a weight instead of putting it in FAULT),
-    preempt False under Keepalived's nopreempt.
+    preempt False under Keepalived's nopreempt, webservers the number of servers HAProxy balances
+    over (for the share of requests a dead one fails; None: not known).
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; known scenarios: {', '.join(SCENARIOS)}")
     if scenario in _NO_SINGLE_PREDICTION:
         return Prediction(scenario, 0.0, math.nan, _NO_SINGLE_PREDICTION[scenario])
     if scenario == "backend-down":
-        return _backend_down(settings)
+        return _backend_down(settings, webservers)
+    if scenario == "haproxy-reload":
+        return Prediction(scenario, 0.0, 0.0,
+                          "a reload starts a new HAProxy that takes over the listening sockets before the old one "
+                          "stops listening: no new connection is refused, no outage; the old process finishes the "
+                          "requests in flight and closes its idle keep-alive connections")
     advert = float(_setting(settings, "vrrp", "advert_int"))
     version = int(_setting(settings, "vrrp", "version"))
     if scenario == "halt-master":
@@ -171,30 +203,32 @@ def _silent_master(scenario: str, advert: float, priority: int, version: int) ->
 
 
 def _graceful_stop(scenario: str, advert: float, priority: int, version: int) -> Prediction:
-    """A priority-0 advert: the backup takes over after its skew time."""
+    """A priority-0 advert: the backup takes over after its skew time (RFC 3768 6.4.2, RFC 5798 6.4.2:
+    Master_Down_Timer set to Skew_Time), not at once; the old master gave up the VIP when it left."""
     skew = skew_time(advert, priority, version)
     formula = (f"priority-0 advert: the backup takes over after its skew {_skew_text(advert, priority, version)} "
-               f"= {skew:.2f} s")
-    return Prediction(scenario, 0.0, skew, formula)
+               f"= {skew:.2f} s: outage about {skew:.2f} s")
+    return Prediction(scenario, skew, skew, formula)
 
 
 def _tracked_haproxy(scenario: str, settings: dict, advert: float, priority: int, version: int) -> Prediction:
-    """The track check notices after fall failed checks, then a priority-0 advert and the skew.
+    """The track check notices after fall failed checks (the first of them up to one interval after the
+    fault), then FAULT sends a priority-0 advert and the backup waits its skew: both bounds include it.
     A frozen HAProxy fails a probe only when the probe's timeout (timeout_ms, where the
     checker has one) runs out, so the last failed probe ends that much later."""
     interval, fall, checker = _track_check(settings)
     wait = float(settings["track"].get("timeout_ms", 0)) / 1000 if scenario == "haproxy-freeze" else 0.0
     detect_low, detect_high = (fall - 1) * interval + wait, fall * interval + wait
     skew = skew_time(advert, priority, version)
-    high = detect_high + skew
+    low, high = detect_low + skew, detect_high + skew
     timed_out = f" (each failed probe waits its {_num(wait)} s timeout)" if wait else ""
     formula = (
         f"{checker} every {_num(interval)} s, fall {fall}{timed_out}: "
         f"detected after {detect_low:.2f}-{detect_high:.2f} s, "
         f"then FAULT sends a priority-0 advert and the backup waits its skew "
-        f"{_skew_text(advert, priority, version)} = {skew:.2f} s: outage {detect_low:.2f}-{high:.2f} s"
+        f"{_skew_text(advert, priority, version)} = {skew:.2f} s: outage {low:.2f}-{high:.2f} s"
     )
-    return Prediction(scenario, detect_low, high, formula)
+    return Prediction(scenario, low, high, formula)
 
 
 def _weighted_track(scenario: str, settings: dict, advert: float, backup: int, master: int | None, preempt: bool,
@@ -240,23 +274,29 @@ def _track_check(settings: dict) -> tuple[float, int, str]:
     raise ValueError(f"track mechanism {mechanism!r} is unknown; use 'script' or 'file'")
 
 
-def _backend_down(settings: dict) -> Prediction:
-    """Without redispatch, requests HAProxy still sends to the dead server fail until it is marked down."""
+def _backend_down(settings: dict, webservers: int | None) -> Prediction:
+    """Without redispatch, requests HAProxy sends to the dead server fail until its health check marks
+    it down: the first failed check comes within one `inter` of the stop, then fall - 1 more (HAProxy
+    checks a server that is going down every `fastinter`, which is `inter` unless set). Meanwhile
+    the balance algorithm sends it its share of the requests: 1/n of them under an even spread
+    over n servers of equal weight; no share where a client's requests all land on one server."""
     if _setting(settings, "haproxy", "redispatch"):
         return Prediction(
-            "backend-down",
-            0.0,
-            0.0,
+            "backend-down", 0.0, 0.0,
             "option redispatch retries a failed request on the other web server: no client failure expected",
-        )
-    inter_ms = float(_setting(settings, "haproxy", "check_inter_ms"))
+            measures="impact", failed_share=0.0)
+    inter = float(_setting(settings, "haproxy", "check_inter_ms")) / 1000
     fall = int(_setting(settings, "haproxy", "check_fall"))
-    high = inter_ms * fall / 1000
-    formula = (
-        f"no redispatch: requests sent to the dead web server fail until HAProxy marks it down after "
-        f"{fall} x {_num(inter_ms)} ms = {high:.2f} s: outage 0-{high:.2f} s"
-    )
-    return Prediction("backend-down", 0.0, high, formula)
+    balance = str(settings["haproxy"].get("balance", "roundrobin")).split()[0]
+    low, high = (fall - 1) * inter, fall * inter
+    share = 1 / webservers if webservers and balance in EVEN_SPREAD else None
+    spread = (f"{balance} over {webservers} web servers sends it 1/{webservers} of the requests" if share is not None
+              else f"balance {balance} over {webservers or 'an unknown number of'} web servers: no single share")
+    formula = (f"no redispatch: requests sent to the dead web server fail until HAProxy's check marks it down, "
+               f"the first failed check within {_num(inter)} s of the stop, then {fall - 1} more every "
+               f"{_num(inter)} s: after {low:.2f}-{high:.2f} s; meanwhile {spread}: impact window "
+               f"{low:.2f}-{high:.2f} s" + (f" with {share:.0%} of its requests failed" if share is not None else ""))
+    return Prediction("backend-down", low, high, formula, measures="impact", failed_share=share)
 
 
 def _setting(settings: dict, section: str, key: str):

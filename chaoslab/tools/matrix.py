@@ -74,6 +74,8 @@ class Measurement:
     from_last_advert: float | None
     folder: str
     cross_check: CrossCheck | None = None
+    impact_seconds: float | None = None  # a partial outage's impact window (None: the outage was not partial)
+    failed_share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,10 @@ class Cell:
         return [run.downtime for run in self.runs if run.downtime is not None]
 
     @property
+    def partial_runs(self) -> list[Measurement]:
+        return [run for run in self.runs if run.impact_seconds is not None]
+
+    @property
     def verdict(self) -> str:
         if self.target is None:
             return "-"
@@ -168,17 +174,6 @@ def median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def fault_failures(summary: dict) -> int:
-    """Failed requests in the outages that overlap the fault window (injection to heal)."""
-    inject, heal = summary["fault"]["inject"], summary["fault"]["heal"]
-    if inject is None:
-        return 0
-    return sum(
-        outage["failed"] for outage in summary["outages"]
-        if (outage["end"] is None or outage["end"] > inject) and (heal is None or outage["start"] < heal)
-    )
-
-
 def send_gap(samples: Sequence[Outcome], summary: dict) -> float | None:
     """The longest time between two requests sent in the fault window. Far above the sampler's
     interval, it means the sampler could not send: every worker was waiting on a request that
@@ -205,6 +200,7 @@ def measurement(profile: str, scenario: str, files: RunFiles, folder: Path) -> M
     summary = files.summary
     answering = summary["phases"]["answering"]
     no_outage = summary["main_outage"] is None and summary["downtime"] == 0.0
+    partial = (summary.get("impact") or {}).get("kind") == "partial"
     check = files.cross_check
     main_end = None if summary["main_outage"] is None else summary["outages"][summary["main_outage"]]["end"]
     from_last_advert = None
@@ -215,7 +211,7 @@ def measurement(profile: str, scenario: str, files: RunFiles, folder: Path) -> M
         scenario=scenario,
         status=summary["run"]["status"],
         downtime=summary["downtime"],
-        failed=fault_failures(summary),
+        failed=(summary.get("impact") or {}).get("failed", 0),
         vip_moved=vip_moved(summary),
         answering=0.0 if no_outage else answering,
         within_theory=summary["within_theory"],
@@ -223,6 +219,8 @@ def measurement(profile: str, scenario: str, files: RunFiles, folder: Path) -> M
         from_last_advert=from_last_advert,
         folder=str(folder),
         cross_check=check,
+        impact_seconds=(summary.get("impact") or {}).get("seconds") if partial else None,
+        failed_share=(summary.get("impact") or {}).get("failed_share") if partial else None,
     )
 
 
@@ -281,7 +279,8 @@ def cells_of(topology: Topology, profiles: Sequence[str], scenarios: Sequence[st
     backup = min(spec.vrrp_priority for spec in topology.loadbalancers)
     by_cell = {(target.profile, target.scenario): target for target in targets(topology)}
     return [
-        Cell(profile, scenario, theory.expected_outage(scenario, topology.profile(profile).settings, backup),
+        Cell(profile, scenario, theory.expected_outage(scenario, topology.profile(profile).settings, backup,
+                                                webservers=len(topology.webservers)),
              by_cell.get((profile, scenario)))
         for profile in profiles for scenario in scenarios
     ]

@@ -90,9 +90,11 @@ def theory_text(prediction: Prediction) -> str:
         return "no single prediction"
     if prediction.never_recovers:
         return "never recovers"
+    share = "" if prediction.failed_share is None else f", {prediction.failed_share:.0%} failed"
     if prediction.high == 0:
-        return "no outage"
-    return f"{prediction.low:.2f}-{prediction.high:.2f} s"
+        return "no outage" if prediction.measures == "downtime" else "no failure"
+    window = f"{prediction.low:.2f}-{prediction.high:.2f} s"
+    return window if prediction.measures == "downtime" else f"partial: {window}{share}"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -104,19 +106,29 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def results_table(matrix: Sequence[Cell]) -> str:
     """Downtime and failed requests per cell, beside theory and the target."""
     header = ("profile", "scenario", "runs", "downtime median", "downtime p95", "failed median", "failed p95",
-              "VRRP theory", "within theory", "target", "measured", "verdict")
+              "partial outage: impact median, failed share", "theory", "within theory", "target", "measured",
+              "verdict")
     rows = []
     for cell in matrix:
         failed = [run.failed for run in cell.runs]
         rows.append((
             cell.profile, cell.scenario, str(len(cell.runs)),
             _s(median(cell.downtimes)), _s(percentile(cell.downtimes, 0.95)),
-            _count(median(failed)), _count(percentile(failed, 0.95)),
+            _count(median(failed)), _count(percentile(failed, 0.95)), _partial(cell),
             theory_text(cell.prediction), cell.within_theory,
             cell.target.text if cell.target else "-",
             cell.target.value_text(cell.runs) if cell.target else "-", cell.verdict,
         ))
     return markdown_table(header, rows)
+
+
+def _partial(cell: Cell) -> str:
+    """The impact window and failed share of the runs whose outage was partial."""
+    runs = cell.partial_runs
+    if not runs:
+        return "-"
+    shares = median([run.failed_share for run in runs])
+    return f"{_s(median([run.impact_seconds for run in runs]))}, {shares:.0%} ({len(runs)}/{len(cell.runs)} runs)"
 
 
 def _spread(values: list[float | None], missing: str) -> str:
@@ -242,9 +254,15 @@ def write_docs(matrix: Sequence[Cell], context: RunContext, topology: Topology, 
         f"{NetnsProvider.sampler_interval * 1000:g} ms from the client).",
         "- *downtime*: from the last answer before the fault's outage to the first answer after it; "
         "*failed*: requests that failed in the outages overlapping the fault window (injection to rollback).",
+        "- *partial outage*: where answers kept coming between the failures (a dead web server behind round "
+        "robin), the impact window from the first failed request to the first answer after the last one, and "
+        "the share of the requests sent in it that failed. Such a run is judged by its impact window and "
+        "failed share (within 10 points of theory's), not by its downtime, the longest run of failures.",
         "- p95 is the nearest-rank percentile: with fewer than 20 runs it is the worst run.",
-        "- *VRRP theory*: `chaoslab.measure.theory.expected_outage` for the profile's settings; *within theory*: runs "
-        "whose downtime fell in that window (give or take the larger of two sampler intervals and 10 %).",
+        "- *theory*: `chaoslab.measure.theory.expected_outage` for the profile's settings (VRRP's timers, "
+        "RFC 3768 and RFC 5798; Keepalived's track check; HAProxy's health check); *within theory*: runs "
+        "whose downtime (or impact window) fell in that window, give or take the larger of two sampler "
+        "intervals and 10 %.",
         "- *measured*: the value the target judges. For a halted master it is counted from the master's last "
         "advert before the halt (seen by the capture on the backup) to the first answer: the backup's "
         "master-down timer starts at that advert, so the downtime from the halt itself is shorter by however "

@@ -135,7 +135,8 @@ def prediction(scenario: str | None, profile: str) -> theory.Prediction | None:
     topology = _topology()
     backup = min(spec.vrrp_priority for spec in topology.loadbalancers)
     try:
-        return theory.expected_outage(scenario, topology.profile(profile).settings, backup)
+        return theory.expected_outage(scenario, topology.profile(profile).settings, backup,
+                                      webservers=len(topology.webservers))
     except (ChaoslabError, ValueError):
         return None
 
@@ -386,6 +387,9 @@ def _status(run: RunRecord) -> str:
 
 
 def _downtime_text(run: RunRecord) -> str:
+    if run.partial and run.impact_seconds is not None:
+        longest = f", longest run of failures {run.downtime:.2f} s" if run.downtime is not None else ""
+        return f"partial outage {run.impact_seconds:.2f} s, {run.failed_share:.0%} of requests failed{longest}"
     if run.downtime is not None:
         return f"{run.downtime:.2f} s"
     if run.downtime_at_least is not None:
@@ -468,7 +472,8 @@ def synthetic_history(path: Path, count: int, seed: int = 7) -> None:
     for index in range(count):
         file, title, scenario, budget = catalogue[index % len(catalogue)]
         profile = topology.profile_names[index % len(topology.profile_names)]
-        prediction = theory.expected_outage(scenario, topology.profile(profile).settings, backup)
+        prediction = theory.expected_outage(scenario, topology.profile(profile).settings, backup,
+                                            webservers=len(topology.webservers))
         started = now - 30 * 86400 * (1 - index / count)
         if prediction.never_recovers:
             downtime = None
