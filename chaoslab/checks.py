@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from chaoslab.errors import ChaoslabError
-from chaoslab.lab.node import parse_signal
+from chaoslab.lab.node import VRRP_DIRECTIONS, parse_signal
 from chaoslab.lab.providers import REGISTRY
 from chaoslab.lab.roles import SELECTORS, VIP_NETWORK_INTERFACE
 from chaoslab.lab.settings import PREFIX_PATTERN
@@ -103,9 +103,14 @@ def check_activity(name: str, module_name: str, function_name: str, arguments: d
 def check_values(where: str, arguments: dict, topology: Topology) -> list[str]:
     problems = []
     node = arguments.get("node")
-    if isinstance(node, str) and node not in (*topology.node_names, *SELECTORS):
-        problems.append(f"{where}: unknown node {node!r}; known nodes: {', '.join(topology.node_names)}, "
-                        f"or by part: {', '.join(SELECTORS)}")
+    for key in ("node", "from_node", "to_node"):
+        named = arguments.get(key)
+        if isinstance(named, str) and named not in (*topology.node_names, *SELECTORS):
+            problems.append(f"{where}: unknown {key.replace('_', ' ')} {named!r}; known nodes: "
+                            f"{', '.join(topology.node_names)}, or by part: {', '.join(SELECTORS)}")
+    direction = arguments.get("direction")
+    if direction is not None and direction not in VRRP_DIRECTIONS:
+        problems.append(f"{where}: unknown direction {direction!r}; use one of: {', '.join(VRRP_DIRECTIONS)}")
     service = arguments.get("service")
     if isinstance(service, str) and service not in SERVICES:
         problems.append(f"{where}: unknown service {service!r}; known services: {', '.join(sorted(SERVICES))}")

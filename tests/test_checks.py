@@ -64,6 +64,18 @@ def test_unknown_signal_interface_and_profile():
     assert any("node httpd-1 has no interface 'eth7'; its interfaces: eth1" in problem for problem in problems)
 
 
+def test_unknown_node_of_a_one_way_partition_and_direction_of_a_vrrp_block():
+    experiment = json.loads((PROJECT_DIR / "experiments" / "one-way-partition.json").read_text())
+    experiment["method"][0]["provider"]["arguments"]["to_node"] = "db-1"
+    experiment["method"].append({"type": "action", "name": "block", "provider": {
+        "type": "python", "module": "chaoslab.network.actions", "func": "block_vrrp",
+        "arguments": {"node": "haproxy-2", "direction": "sideways"}}})
+    problems = check_experiment(experiment, Topology.load())
+    assert len(problems) == 2, problems
+    assert "unknown to node 'db-1'; known nodes: haproxy-1, haproxy-2, httpd-1, httpd-2, or by part:" in problems[0]
+    assert "unknown direction 'sideways'; use one of: in, out, both" in problems[1]
+
+
 def test_chaos_run_refuses_a_bad_experiment_before_touching_any_lab(tmp_path: Path):
     if os.geteuid() != 0:
         pytest.skip("needs root")

@@ -12,6 +12,7 @@ from chaoslab.errors import ChaoslabError
 from chaoslab.lab.lab import Lab
 from chaoslab.lab.node import parse_signal
 from chaoslab.lab.settings import LabSettings
+from chaoslab.network import actions as network_actions
 from chaoslab.service import actions as service_actions
 from chaoslab.vip import probes as vip_probes
 from tests.helpers import chaoslab_command
@@ -86,6 +87,12 @@ def test_activities_validate_nodes_and_services(shared_lab: Lab):
         service_actions.start_service(service="nginx", configuration=configuration)
     with pytest.raises(ChaoslabError, match="unknown signal"):
         service_actions.kill_service(service="haproxy", node="haproxy-2", signal="SIGNOPE", configuration=configuration)
+    with pytest.raises(ChaoslabError, match="keepalived cannot be reloaded on haproxy-2: .*only haproxy can"):
+        service_actions.reload_service(service="keepalived", node="haproxy-2", configuration=configuration)
+    with pytest.raises(ChaoslabError, match="unknown direction 'sideways'; use one of: in, out, both"):
+        network_actions.block_vrrp(node="haproxy-2", direction="sideways", configuration=configuration)
+    with pytest.raises(ChaoslabError, match="node httpd-1 is a webserver: it runs no VRRP to block"):
+        network_actions.block_vrrp(node="httpd-1", configuration=configuration)
     assert shared_lab.node("haproxy-2").service_running("haproxy")
 
 

@@ -13,13 +13,16 @@ import pytest
 
 from chaoslab.commands import CommandResult
 from chaoslab.errors import ChaoslabError
-from chaoslab.lab.lab import heal_node
+from chaoslab.lab.lab import Lab, heal_node
 from chaoslab.lab.machine.none import NoMachine
-from chaoslab.lab.node import Node
+from chaoslab.lab.node import ONE_WAY_CHAIN, Node
 from chaoslab.lab.services import ServiceManager
 from chaoslab.lab.topology import Topology
 from chaoslab.lab.transport import Transport
 from chaoslab.lab.vrrp import NotifyLog
+from chaoslab.measure.analysis import load_events, pair_faults
+from chaoslab.measure.results import EVENTS
+from chaoslab.network import actions as network_actions
 
 REFUSING = "#!/bin/sh\necho 'sudo: a password is required' >&2\nexit 1\n"
 # nothing to undo: no netem qdisc, the hooks exist, chaoslab's chains do not
@@ -56,6 +59,7 @@ class RunningServices(ServiceManager):
 
     def start(self, service: str) -> None: ...
     def stop(self, service: str) -> None: ...
+    def reload(self, service: str) -> None: ...
     def pids(self, service: str) -> list[int]: return [1]
     def signal(self, service: str, signal: signals.Signals) -> list[int]: return [1]
     def is_frozen(self, service: str) -> bool: return False
@@ -105,3 +109,50 @@ def test_partition_and_degradation_are_undone_for_real(healthy_lab):
     rules = node.run(["iptables", "-S"], check=True).stdout
     assert "CHAOSLAB" not in rules and "netem" not in node.run(["tc", "qdisc", "show", "dev", "eth1"]).stdout
     assert heal_node(node) == ([], [])
+
+
+@pytest.mark.lab
+def test_a_one_way_partition_drops_on_arrival_and_the_lab_heal_removes_it(healthy_lab: Lab):
+    """From haproxy-1 to haproxy-2: haproxy-2 drops what arrives from each of haproxy-1's addresses
+    (INPUT only); haproxy-1's firewall is untouched, so haproxy-2's packets still reach it. Lab.heal
+    removes the chain."""
+    lab = healthy_lab
+    assert network_actions.partition_one_way("haproxy-1", "haproxy-2",
+                                             configuration={"chaoslab_prefix": lab.prefix}) == ["haproxy-1", "haproxy-2"]
+    rules = lab.node("haproxy-2").run(["iptables", "-S"], check=True).stdout.splitlines()
+    assert f"-A INPUT -j {ONE_WAY_CHAIN}" in rules and f"-A OUTPUT -j {ONE_WAY_CHAIN}" not in rules
+    assert [rule for rule in rules if rule.startswith(f"-A {ONE_WAY_CHAIN} ")] == [
+        f"-A {ONE_WAY_CHAIN} -s {interface.address}/32 -j DROP" for interface in lab.topology.node("haproxy-1").interfaces]
+    assert "CHAOSLAB" not in lab.node("haproxy-1").run(["iptables", "-S"], check=True).stdout
+    lab.heal()
+    assert all("CHAOSLAB" not in node.run(["iptables", "-S"], check=True).stdout for node in lab.nodes())
+
+
+@pytest.mark.lab
+def test_undoing_faults_without_arguments_records_a_heal_for_each_fault_undone(healthy_lab: Lab, tmp_path: Path):
+    """link_up(), restore_link(), unblock_vrrp() and heal_one_way() name no node: each records a heal
+    per (node, target) it undid, the pair its fault recorded, so the analysis closes every fault; and
+    partition_vrrp's (no node, vrrp) pair closes as before. No heal names no node but the partition's."""
+    lab = healthy_lab
+    configuration = {"chaoslab_prefix": lab.prefix}
+    private = next(i.name for i in lab.topology.node("haproxy-2").interfaces if i.network != lab.topology.vip_network)
+    with lab.measured_into(tmp_path):
+        network_actions.link_down("haproxy-2", private, configuration=configuration)
+        network_actions.degrade_link("httpd-2", "eth1", loss_percent=5, configuration=configuration)
+        network_actions.block_vrrp("haproxy-2", "out", configuration=configuration)
+        network_actions.partition_one_way("haproxy-2", "haproxy-1", configuration=configuration)
+        network_actions.partition_vrrp(configuration=configuration)
+        network_actions.link_up(configuration=configuration)
+        network_actions.restore_link(configuration=configuration)
+        network_actions.unblock_vrrp(configuration=configuration)
+        assert network_actions.heal_one_way(configuration=configuration) == ["haproxy-2 -> haproxy-1"]
+        network_actions.heal_partition(configuration=configuration)
+    events = load_events(tmp_path / EVENTS)
+    faults = pair_faults(events)
+    assert [(fault.action, fault.node, fault.target) for fault in faults] == [
+        ("link_down", "haproxy-2", private), ("degrade_link", "httpd-2", "eth1"), ("block_vrrp", "haproxy-2", "vrrp"),
+        ("partition_one_way", "haproxy-2", "haproxy-1"), ("partition_vrrp", None, "vrrp")]
+    assert all(fault.heal is not None for fault in faults), faults
+    heals = [event for event in events if event.get("phase") == "heal"]
+    assert [event["action"] for event in heals if event["node"] is None] == ["partition_vrrp"]
+    assert all("CHAOSLAB" not in node.run(["iptables", "-S"], check=True).stdout for node in lab.nodes())

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import re
 import subprocess
+import threading
 import time
 
 import pytest
 
 from chaoslab.lab.lab import Lab
+from chaoslab.lab.namespaces import listens, wait_gone
+from chaoslab.lab.node import VRRP_BLOCK_CHAIN
+from chaoslab.measure.client import Outcome, request_vip
+from chaoslab.network import actions as network_actions
+from chaoslab.service import actions as service_actions
 
 pytestmark = pytest.mark.lab
 
@@ -94,6 +100,65 @@ def test_freeze_and_thaw_haproxy(healthy_lab: Lab):
     node.thaw_service("haproxy")
     assert not node.is_service_frozen("haproxy")
     assert all(outcome.ok for outcome in healthy_lab.request(count=2, timeout=1.0))
+
+
+def test_a_reload_of_haproxy_hands_its_listeners_over(healthy_lab: Lab):
+    """Two reloads (haproxy -sf) on the master while a client asks the VIP all the time: a new process
+    each time, which the pid file names; the old one gone; every request answered; the VIP stays."""
+    lab = healthy_lab
+    node = lab.node("haproxy-1")
+    old = node.service_pids("haproxy")
+    outcomes: list[Outcome] = []
+    done = threading.Event()
+
+    def ask() -> None:
+        target = lab.topology.target()
+        for _ in range(2000):  # about 10 s at most; the reloads take well under one
+            outcomes.append(request_vip(target, timeout=1.0))
+            if done.is_set():
+                return
+
+    client = threading.Thread(target=lambda: lab.provider.in_client(ask))
+    client.start()
+    try:
+        time.sleep(0.3)
+        for _ in range(2):
+            service_actions.reload_service("haproxy", "vrrp-master", configuration={"chaoslab_prefix": lab.prefix})
+            time.sleep(0.3)
+    finally:
+        done.set()
+        client.join(timeout=15)
+    new = node.service_pids("haproxy")
+    assert len(new) == 1 and not set(new) & set(old)
+    assert node.read_file("run/haproxy.pid").split() == [str(new[0])]
+    assert wait_gone(old, timeout=5) and not any(listens(pid) for pid in old)
+    assert len(outcomes) > 20 and [o.error for o in outcomes if not o.ok] == []
+    assert lab.vip_holders() == ["haproxy-1"]
+
+
+def test_vrrp_blocked_in_on_the_backup_makes_it_master_and_unblocking_restores_one_holder(healthy_lab: Lab):
+    """The backup's firewall drops the VRRP it receives: only its INPUT is hooked, the master's rules are
+    untouched; the backup hears no adverts and becomes MASTER within the seed's master down interval
+    (3 x 2 s + skew = 6.61 s) and a margin; unblocked, it hears the master again and gives the VIP up."""
+    lab = healthy_lab
+    configuration = {"chaoslab_prefix": lab.prefix}
+    assert network_actions.block_vrrp("vrrp-backup", "in", configuration=configuration) == "haproxy-2"
+    started = time.monotonic()
+    rules = lab.node("haproxy-2").run(["iptables", "-S"], check=True).stdout.splitlines()
+    master = lab.topology.node("haproxy-1").address(lab.topology.vip_network)
+    assert f"-A INPUT -j {VRRP_BLOCK_CHAIN}" in rules and f"-A OUTPUT -j {VRRP_BLOCK_CHAIN}" not in rules
+    assert f"-A {VRRP_BLOCK_CHAIN} -s {master}/32 -p vrrp -j DROP" in rules
+    assert "CHAOSLAB" not in lab.node("haproxy-1").run(["iptables", "-S"], check=True).stdout
+    while lab.vip_holders() != ["haproxy-1", "haproxy-2"] and time.monotonic() - started < 6.61 + 1.5:
+        time.sleep(0.1)
+    assert lab.vip_holders() == ["haproxy-1", "haproxy-2"]
+    assert lab.vrrp_states() == {"haproxy-1": "MASTER", "haproxy-2": "MASTER"}
+    assert network_actions.unblock_vrrp(configuration=configuration) == ["haproxy-2"]
+    healed = time.monotonic()
+    while lab.vip_holders() != ["haproxy-1"] and time.monotonic() - healed < 2 + 1.5:  # the next advert
+        time.sleep(0.1)
+    assert lab.vip_holders() == ["haproxy-1"]
+    assert network_actions.unblock_vrrp(configuration=configuration) == []  # nothing left to undo
 
 
 def test_link_down_and_up(healthy_lab: Lab):

@@ -80,7 +80,7 @@ def heal_node(node: Node) -> tuple[list[str], list[str]]:
     for interface in node.spec.interfaces:
         attempt(lambda name=interface.name: node.link_up(name))
         attempt(lambda name=interface.name: node.restore_link(name))
-    attempt(node.unblock_vrrp)
+    attempt(node.clear_firewall)  # VRRP partitions and blocks, one-way partitions
     for service in node.services:
         attempt(lambda service=service: thaw(service))
         attempt(lambda service=service: start(service))
@@ -431,7 +431,7 @@ class Lab:
 
     def heal(self) -> list[str]:
         """Undo every fault the lab can have: boot halted nodes, plug links, clear
-        degradations and partitions, thaw and start services. Idempotent; the nodes
+        degradations, partitions (VRRP, one-way) and VRRP blocks, thaw and start services. Idempotent; the nodes
         in parallel (over ssh each step is a round trip). Returns what was done; raises
         HealIncomplete, after trying every step, when something could not be undone."""
         with ThreadPoolExecutor(max_workers=len(self.topology.nodes)) as pool:

@@ -95,6 +95,33 @@ def pid_named(number: int, pids: Sequence[int]) -> int | None:
     return next((pid for pid in pids if own_pid(pid) == number), None)
 
 
+def listens(pid: int) -> bool:
+    """True if the process holds a listening TCP socket (IPv4 or IPv6), seen from its own network
+    namespace's /proc/PID/net/tcp*: a process that is still finishing its connections after it gave
+    its listeners up (HAProxy after a reload) does not; a process that is gone does not."""
+    try:
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    inodes = set()
+    for descriptor in descriptors:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{descriptor}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}", encoding="utf-8") as handle:
+                rows = [line.split() for line in handle.readlines()[1:]]
+        except OSError:
+            continue
+        if any(len(row) > 9 and row[3] == "0A" and row[9] in inodes for row in rows):  # 0A: TCP_LISTEN
+            return True
+    return False
+
+
 def signal_pids(pids: Sequence[int], signal: signals.Signals) -> list[int]:
     signalled = []
     for pid in pids:

@@ -27,14 +27,21 @@ from chaoslab.measure.events import VrrpPoll
 from chaoslab.stack import SERVICES
 
 DEGRADE_CHAIN = "CHAOSLAB-DEGRADE"
-PARTITION_CHAIN = "CHAOSLAB-PARTITION"
+# one chain per kind of fault, so that an undo removes its own fault alone and knows which it removed
+PARTITION_CHAIN = "CHAOSLAB-PARTITION"  # partition_vrrp: VRRP cut between the load balancers
+VRRP_BLOCK_CHAIN = "CHAOSLAB-VRRP"  # block_vrrp: one node's firewall drops VRRP
+ONE_WAY_CHAIN = "CHAOSLAB-ONEWAY"  # partition_one_way: a node drops what another sends it
+FIREWALL_CHAINS = {PARTITION_CHAIN: ("INPUT", "OUTPUT"), VRRP_BLOCK_CHAIN: ("INPUT", "OUTPUT"), ONE_WAY_CHAIN: ("INPUT",)}
+# which way of VRRP a direction drops: received (INPUT, from the peers) or sent (OUTPUT, to them)
+VRRP_DIRECTIONS = {"in": ("INPUT",), "out": ("OUTPUT",), "both": ("INPUT", "OUTPUT")}
 # Undo a degradation or partition; fine when there is none (without the tool there can be none), a
 # failure when it cannot look or undo (no permission): the exit status says which, so a heal never
 # reports what it did not do.
 DROP_NETEM = ('command -v tc >/dev/null || exit 0; qdisc=$(tc qdisc show dev "$1" root) || exit 1; '
               'case "$qdisc" in *netem*) tc qdisc del dev "$1" root ;; esac')
+# It prints the chain's rules (iptables -S) before it removes them: nothing when there was no chain.
 DROP_CHAIN = ('command -v iptables >/dev/null || exit 0; chain=$1; shift; iptables -w -n -L "$1" >/dev/null || exit 1; '
-              'iptables -w -n -L "$chain" >/dev/null 2>&1 || exit 0; '
+              'iptables -w -n -L "$chain" >/dev/null 2>&1 || exit 0; iptables -w -S "$chain"; '
               'for hook in "$@"; do while iptables -w -D "$hook" -j "$chain" 2>/dev/null; do :; done; done; '
               'iptables -w -F "$chain" && iptables -w -X "$chain"')
 
@@ -50,6 +57,26 @@ def parse_signal(value: str | int) -> signals.Signals:
         known = ", ".join(s.name for s in (signals.SIGTERM, signals.SIGKILL, signals.SIGSTOP,
                                            signals.SIGCONT, signals.SIGHUP, signals.SIGINT))
         raise ChaoslabError(f"unknown signal {value!r}; use a name or number such as {known}") from None
+
+
+def vrrp_hooks(direction: str) -> tuple[str, ...]:
+    """The iptables hooks a VRRP block in that direction needs; a direction not known is an error naming the known."""
+    if direction not in VRRP_DIRECTIONS:
+        raise ChaoslabError(f"unknown direction {direction!r}; use one of: {', '.join(VRRP_DIRECTIONS)} "
+                            "(VRRP the node receives, sends, or both)")
+    return VRRP_DIRECTIONS[direction]
+
+
+def dropped_sources(rules: Sequence[str]) -> list[str]:
+    """The source addresses of `iptables -S` lines ('-A CHAIN -s 192.168.1.13/32 -j DROP' -> 192.168.1.13)."""
+    found = []
+    for rule in rules:
+        words = rule.split()
+        if "-s" in words[:-1]:
+            address = words[words.index("-s") + 1].removesuffix("/32")
+            if address not in found:
+                found.append(address)
+    return found
 
 
 def undo_each(*steps: Callable[[], None]) -> None:
@@ -145,6 +172,14 @@ class Node:
             raise ChaoslabError(f"{self.name} is halted; boot it before starting {service}")
         self.manager.start(service)
 
+    def reload_service(self, service: str) -> None:
+        """Reload a running service's configuration the way its service manager does (HAProxy: a new
+        process takes the listeners over, the old one finishes what it serves); wait until it runs again."""
+        self.check_service(service)
+        if self.is_halted():
+            raise ChaoslabError(f"{self.name} is halted; boot it before reloading {service}")
+        self.manager.reload(service)
+
     def stop_service(self, service: str) -> None:
         """Stop a service the way its service manager does, and wait until it is gone."""
         self.manager.stop(self.check_service(service))
@@ -192,7 +227,7 @@ class Node:
         self.machine.power_on()
         for interface in self.spec.interfaces:
             self.restore_link(interface.name)
-        self.unblock_vrrp()
+        self.clear_firewall()  # a machine that boots has none of the rules a fault set
         self.manager.after_boot(self.services)
 
     def is_halted(self) -> bool:
@@ -302,31 +337,65 @@ class Node:
         undo_each(lambda: self._undo(["sh", "-c", DROP_NETEM, "sh", interface], f"remove the netem qdisc of {interface}"),
                   lambda: self._drop_chain(DEGRADE_CHAIN, ("OUTPUT",)))
 
-    def block_vrrp(self, peers: Sequence[str]) -> None:
-        """Drop VRRP (IP protocol 112) from and to the peers; other traffic flows."""
-        self._ensure_chain(PARTITION_CHAIN, "INPUT")
-        self._ensure_chain(PARTITION_CHAIN, "OUTPUT")
+    def block_vrrp(self, peers: Sequence[str], direction: str = "both", chain: str = PARTITION_CHAIN) -> None:
+        """Drop VRRP (IP protocol 112) from the peers ("in"), to them ("out") or both; other traffic flows.
+        The rules go in `chain`: PARTITION_CHAIN for partition_vrrp, VRRP_BLOCK_CHAIN for block_vrrp."""
+        hooks = vrrp_hooks(direction)
+        for hook in hooks:
+            self._ensure_chain(chain, hook)
         for peer in peers:
-            self.run(["iptables", "-w", "-A", PARTITION_CHAIN, "-p", "vrrp", "-s", peer, "-j", "DROP"], check=True)
-            self.run(["iptables", "-w", "-A", PARTITION_CHAIN, "-p", "vrrp", "-d", peer, "-j", "DROP"], check=True)
+            if "INPUT" in hooks:
+                self.run(["iptables", "-w", "-A", chain, "-p", "vrrp", "-s", peer, "-j", "DROP"], check=True)
+            if "OUTPUT" in hooks:
+                self.run(["iptables", "-w", "-A", chain, "-p", "vrrp", "-d", peer, "-j", "DROP"], check=True)
 
-    def unblock_vrrp(self) -> None:
-        self._drop_chain(PARTITION_CHAIN, ("INPUT", "OUTPUT"))
+    def unblock_vrrp(self, chain: str = PARTITION_CHAIN) -> bool:
+        """Undo block_vrrp (the rules of `chain`); True if there was something to undo."""
+        return bool(self._drop_chain(chain, FIREWALL_CHAINS[chain]))
+
+    def block_from(self, addresses: Sequence[str]) -> None:
+        """Drop every packet that reaches this node from those addresses (INPUT); what it sends flows."""
+        self._ensure_chain(ONE_WAY_CHAIN, "INPUT")
+        for address in addresses:
+            self.run(["iptables", "-w", "-A", ONE_WAY_CHAIN, "-s", address, "-j", "DROP"], check=True)
+
+    def unblock_from(self, addresses: Sequence[str] | None = None) -> list[str]:
+        """Undo block_from for those addresses, or for every address (None). Returns the addresses
+        whose packets were dropped and pass now; the chain goes once no rule is left in it."""
+        if addresses is None:
+            return dropped_sources(self._drop_chain(ONE_WAY_CHAIN, FIREWALL_CHAINS[ONE_WAY_CHAIN]))
+        undone = []
+        for address in addresses:
+            while self.run(["iptables", "-w", "-D", ONE_WAY_CHAIN, "-s", address, "-j", "DROP"]).ok:
+                if address not in undone:
+                    undone.append(address)
+        listed = self.run(["iptables", "-w", "-S", ONE_WAY_CHAIN])
+        if listed.ok and not [line for line in listed.stdout.splitlines() if line.startswith("-A ")]:
+            self._drop_chain(ONE_WAY_CHAIN, FIREWALL_CHAINS[ONE_WAY_CHAIN])
+        return undone
+
+    def clear_firewall(self) -> None:
+        """Remove every iptables chain a VRRP or one-way fault set (each tried; fails naming each it could not)."""
+        undo_each(*(lambda chain=chain, hooks=hooks: self._drop_chain(chain, hooks) and None
+                    for chain, hooks in FIREWALL_CHAINS.items()))
 
     def _ensure_chain(self, chain: str, hook: str) -> None:
         self.run(["iptables", "-w", "-N", chain])  # exists already: fine
         if not self.run(["iptables", "-w", "-C", hook, "-j", chain]).ok:
             self.run(["iptables", "-w", "-I", hook, "-j", chain], check=True)
 
-    def _drop_chain(self, chain: str, hooks: Sequence[str]) -> None:
+    def _drop_chain(self, chain: str, hooks: Sequence[str]) -> list[str]:
         """Unhook a chain from every hook, flush and delete it; harmless when it does not exist (one
-        command: over ssh each costs a round trip)."""
-        self._undo(["sh", "-c", DROP_CHAIN, "sh", chain, *hooks],
-                   f"remove the iptables chain {chain} from {' and '.join(hooks)}")
+        command: over ssh each costs a round trip). Returns its rules as `iptables -S` listed them
+        (empty: there was no chain)."""
+        result = self._undo(["sh", "-c", DROP_CHAIN, "sh", chain, *hooks],
+                            f"remove the iptables chain {chain} from {' and '.join(hooks)}")
+        return [line for line in result.stdout.splitlines() if line.startswith(("-N ", "-A "))]
 
-    def _undo(self, argv: Sequence[str], what: str) -> None:
+    def _undo(self, argv: Sequence[str], what: str) -> CommandResult:
         result = self.run(argv)
         if not result.ok:
             detail = (result.stderr or result.stdout).strip().splitlines()
             raise ChaoslabError(f"could not {what} on {self.name}" + (f": {detail[-1]}" if detail else
                                                                        f" (exit {result.returncode})"))
+        return result

@@ -16,6 +16,7 @@ from chaoslab.lab.node import Node, parse_signal
 __all__ = [
     "freeze_service",
     "kill_service",
+    "reload_service",
     "restart_service",
     "start_service",
     "stop_service",
@@ -65,6 +66,18 @@ def restart_service(service: str, node: str, configuration: Configuration = None
     target = lab.fault_node("restart_service", node, service=service)
     target.restart_service(service)
     lab.record_fault("heal", "restart_service", target.name, service)
+    return target.name
+
+
+def reload_service(service: str, node: str, configuration: Configuration = None, secrets: Secrets = None) -> str:
+    """Reload `service` on `node` the way its service manager does: `systemctl reload` on hosts and
+    VMs; where chaoslab runs the daemons itself (the netns lab) HAProxy alone, with its own hand-over
+    (haproxy -sf: a new process binds the listeners, the old one stops listening and finishes the
+    requests in flight). Do clients notice? Returns once the service runs again; returns the node."""
+    lab = Lab.for_faults(configuration)
+    target = lab.fault_node("reload_service", node, service=service)
+    target.reload_service(service)
+    lab.record_fault("heal", "reload_service", target.name, service)
     return target.name
 
 

@@ -32,6 +32,11 @@ class ServiceManager(ABC):
         """Stop a service the way its service manager does, and wait until it is gone."""
 
     @abstractmethod
+    def reload(self, service: str) -> None:
+        """Reload a running service's configuration the way its service manager does (HAProxy: a new
+        process takes the listeners over from the old one), and wait until the service runs again."""
+
+    @abstractmethod
     def pids(self, service: str) -> list[int]:
         """The pids of every process of the service on the node (empty if none)."""
 

@@ -10,11 +10,13 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from chaoslab.commands import run
+from chaoslab.commands import CommandResult, run
 from chaoslab.errors import ChaoslabError
 from chaoslab.lab.namespaces import (
     kill_at_once,
+    listens,
     namespace_pids,
+    own_pid,
     pid_named,
     process_name,
     process_state,
@@ -33,6 +35,8 @@ FAMILY = "debian"  # the lab runs this machine's Debian binaries
 CHILD_PID_FILES = {"keepalived": ("run/keepalived-vrrp.pid", "run/keepalived-checkers.pid")}
 # the checker before Keepalived, which reads the file the checker writes
 START_ORDER = ("httpd", "haproxy", "haproxy-health", "keepalived")
+RELOADABLE = ("haproxy",)  # what reload() can do here: HAProxy's own -sf hand-over
+RELOAD_TIMEOUT = 10  # seconds for the new HAProxy to run and the old ones to stop listening
 
 
 class DirectServices(ServiceManager):
@@ -78,7 +82,7 @@ class DirectServices(ServiceManager):
         elif self.enclosure:
             self._start_rehearsed(service)
         elif service == "haproxy":
-            self.transport.run(["haproxy", "-D", "-f", str(self.root / "etc/haproxy/haproxy.cfg")], check=True)
+            self.transport.run(self._haproxy_argv(), check=True)
         elif service == "haproxy-health":
             self._start_detached([str(self.root / "etc/keepalived/chaoslab/haproxy-health")], service)
         else:
@@ -102,8 +106,7 @@ class DirectServices(ServiceManager):
         config it refuses fails here with HAProxy's words. Keepalived on the lab's configuration, which
         includes the user's keepalived.conf and adds the lab's notify FIFO."""
         if service == "haproxy":
-            result = run(self.enclosure.command(
-                ["haproxy", "-D", "-f", "/etc/haproxy/haproxy.cfg", "-p", str(self.root / SERVICES[service].lab_pid_file)]))
+            result = self._run_haproxy(self._haproxy_argv())
             if not result.ok:
                 raise ChaoslabError(f"haproxy on {self.node} did not start on its own /etc/haproxy/haproxy.cfg "
                                     f"(exit {result.returncode}): {daemon_words(result.stderr + result.stdout)}")
@@ -115,6 +118,48 @@ class DirectServices(ServiceManager):
             self._start_detached(argv, service)
         else:
             raise ChaoslabError(f"{service} is the lab's helper: a rehearsal runs the user's own daemons only")
+
+    def _haproxy_argv(self) -> list[str]:
+        """HAProxy as chaoslab starts it: the lab's config, which names its pid file; in a rehearsal the
+        user's own config at its host's path, with -p as Debian's unit has it (see _start_rehearsed)."""
+        if self.enclosure:
+            return ["haproxy", "-D", "-f", "/etc/haproxy/haproxy.cfg", "-p", str(self.root / SERVICES["haproxy"].lab_pid_file)]
+        return ["haproxy", "-D", "-f", str(self.root / "etc/haproxy/haproxy.cfg")]
+
+    def _run_haproxy(self, argv: Sequence[str]) -> CommandResult:
+        """An HAProxy command where the node's HAProxy runs: in a rehearsal its own namespaces."""
+        return run(self.enclosure.command(list(argv))) if self.enclosure else self.transport.run(argv)
+
+    def reload(self, service: str) -> None:
+        """HAProxy's reload where no systemd runs: a new `haproxy -D` on the same config and pid file as
+        start() runs, with -sf and the old processes' pids (their numbers in the PID namespace HAProxy
+        runs in: a rehearsal's own). The new process binds the listeners beside the old ones
+        (SO_REUSEPORT), writes the pid file and sends the old ones SIGUSR1: they give their listeners up,
+        finish the requests in flight and exit. Returns once the pid file names a new process and no old
+        one listens any more (one may still be finishing a connection)."""
+        if service not in RELOADABLE:
+            raise ChaoslabError(f"{service} cannot be reloaded on {self.node}: where chaoslab runs the daemons "
+                                f"itself, only {', '.join(RELOADABLE)} can (restart_service restarts the others)")
+        old = self.pids(service)
+        if not old:
+            raise ChaoslabError(f"{service} is not running on {self.node}: nothing to reload; start it with start_service")
+        numbers = [str(number) for number in (own_pid(pid) for pid in old) if number]
+        result = self._run_haproxy([*self._haproxy_argv(), "-sf", *numbers])  # -sf takes every argument after it
+        if not result.ok:
+            raise ChaoslabError(f"haproxy on {self.node} did not reload (exit {result.returncode}): "
+                                f"{daemon_words(result.stderr + result.stdout)}; the old process still serves")
+
+        def new_main() -> bool:
+            main = self.main_pid(service)
+            return main is not None and main not in old
+
+        if not wait_until(new_main, timeout=RELOAD_TIMEOUT):
+            raise ChaoslabError(f"the pid file of haproxy on {self.node} names no new process "
+                                f"{RELOAD_TIMEOUT} s after its reload (old pids {', '.join(map(str, old))})")
+        if not wait_until(lambda: not any(listens(pid) for pid in old), timeout=RELOAD_TIMEOUT):
+            still = [pid for pid in old if listens(pid)]
+            raise ChaoslabError(f"the old haproxy on {self.node} (pids {', '.join(map(str, still))}) still listens "
+                                f"{RELOAD_TIMEOUT} s after the reload (frozen?); the new one runs beside it")
 
     def _last_words(self, service: str) -> str:
         """The end of a detached daemon's log, in its own words (empty if it has none)."""

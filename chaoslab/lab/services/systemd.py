@@ -33,6 +33,9 @@ PROCESS_EXITED = "98e322203f7a4ed290d09fe03c09fe15"
 FAILED_WITH_RESULT = "d9b373ed55a64feb8242e02dbe79a49c"
 RESTART_SCHEDULED = "5eb03494b6584870a536b337290809b3"
 STARTED = "39f53479d3a045ac8e11786248231fbf"
+# the unit runs again after a reload: active (not reloading) and its main pid a live process
+RELOADED = ('state=$(systemctl show -p ActiveState --value "$1") && [ "$state" = active ] && '
+            'pid=$(systemctl show -p MainPID --value "$1") && [ "${pid:-0}" -gt 0 ] && kill -0 "$pid"')
 
 
 def restarts_in(entries: Sequence[dict]) -> list[Restart]:
@@ -102,6 +105,16 @@ class SystemdServices(ServiceManager):
 
     def stop(self, service: str) -> None:
         self.transport.run(["systemctl", "stop", self.unit(service)], timeout=60, check=True)
+
+    def reload(self, service: str) -> None:
+        """systemctl reload: the unit's own ExecReload (Debian's haproxy.service checks the config, then
+        sends its master-worker SIGUSR2: new workers on the listeners the master keeps, the old ones finish
+        their connections). A unit that cannot reload fails with systemd's words. Returns once the unit is
+        active again with a live main pid."""
+        unit = self.unit(service)
+        self.transport.run(["systemctl", "reload", unit], timeout=60, check=True)
+        self._wait(lambda: self.transport.run(["sh", "-c", RELOADED, "sh", unit]).ok, 10,
+                   f"{service} to run again after its reload on {self.node}")
 
     def after_boot(self, services: Sequence[str]) -> None:
         """systemd starts the enabled units at boot: wait until each runs."""
