@@ -32,7 +32,8 @@ from chaoslab.errors import ChaoslabError
 from chaoslab.measure.results import slug
 from chaoslab.paths import PROJECT_DIR, results_dir
 
-__all__ = ["RunRecord", "connect", "history_path", "insert", "load", "record_from_summary", "record_run", "terminal_rows"]
+__all__ = ["RunRecord", "connect", "history_path", "insert", "load", "met_budget", "record_from_summary", "record_run",
+           "terminal_rows"]
 
 logger = logging.getLogger("chaostoolkit")
 
@@ -146,13 +147,19 @@ class RunRecord:
     def met_budget(self) -> bool | None:
         """True if the downtime stayed within the budget; False if not, or if the VIP never recovered;
         None without a budget or a measurement."""
-        if self.downtime_budget is None or not self.measured:
-            return None
-        return self.downtime is not None and self.downtime <= self.downtime_budget
+        return met_budget(self.downtime, self.downtime_at_least, self.downtime_budget)
 
     def matches(self, experiment: str) -> bool:
         """Whether --experiment X means this run: X is its short name, title or file."""
         return experiment in (self.name, self.experiment, self.experiment_file)
+
+
+def met_budget(downtime: float | None, downtime_at_least: float | None, budget: float | None) -> bool | None:
+    """True if the downtime stayed within the budget; False if not, or if the VIP never recovered
+    (only a lower bound is known); None without a budget or a measurement."""
+    if budget is None or (downtime is None and downtime_at_least is None):
+        return None
+    return downtime is not None and downtime <= budget
 
 
 # ---------------------------------------------------------------------------- the database

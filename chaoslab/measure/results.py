@@ -39,11 +39,19 @@ def create_run_dir(name: str, root: Path | None = None) -> Path:
 
 def write_json(path: Path, data: object) -> Path:
     """Write JSON atomically: a reader sees the old file or the whole new one."""
+    return write_atomically(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
+
+
+def write_atomically(path: Path, data: bytes) -> Path:
+    """Write a file atomically (a reader, a CI job or node_exporter, sees the old file or the whole
+    new one), readable by all as results are."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, default=str)
-        handle.write("\n")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+    os.chmod(temporary, 0o644)
     os.replace(temporary, path)
     return path

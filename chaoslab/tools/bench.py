@@ -22,7 +22,7 @@ from chaoslab.lab.providers.netns import NetnsProvider
 from chaoslab.lab.settings import LabSettings
 from chaoslab.lab.topology import Topology
 from chaoslab.measure.client import Outcome
-from chaoslab.paths import PROJECT_DIR, results_dir
+from chaoslab.paths import EXPERIMENTS_DIR, results_dir
 from chaoslab.tools import matrix
 
 BENCH_PREFIX = "bench"
@@ -65,7 +65,7 @@ def failover_run(environment: dict[str, str]) -> tuple[float, dict]:
         started = time.monotonic()
         result = subprocess.run(
             [chaos, "--log-file", f"{scratch}/chaos.log", "run", "--journal-path", f"{scratch}/journal.json",
-             str(PROJECT_DIR / "experiments" / "failover.json")],
+             str(EXPERIMENTS_DIR / "failover.json")],
             capture_output=True, text=True, env={**os.environ, **environment, "CHAOSLAB_RESULTS": scratch},
             cwd=scratch, timeout=1800,
         )

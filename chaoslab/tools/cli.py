@@ -20,7 +20,7 @@ from chaoslab.lab.topology import Topology
 from chaoslab.measure import history
 from chaoslab.measure.theory import Prediction
 from chaoslab.paths import PROJECT_DIR, results_dir
-from chaoslab.tools import dryrun, pair_commands, schedule
+from chaoslab.tools import dryrun, pair_commands, schedule, starter
 from chaoslab.tools.bench import bench_failover, bench_lab, bench_matrix, bench_sampler, bench_vagrant
 from chaoslab.tools.matrix import MATRIX_PREFIX, PROFILES, SCENARIOS
 from chaoslab.tools.tables import table
@@ -276,7 +276,15 @@ def add_run_commands(add_parser: AddParser) -> None:
 
 
 def add_experiment_commands(add_parser: AddParser) -> None:
-    """chaoslab check | plan: an experiment before it runs."""
+    """chaoslab init | check | plan: experiments to start from, and an experiment before it runs."""
+    init_help = "write the experiments, a topology, an inventory and a var file to start from into DIR, to edit"
+    init = add_parser("init", help=init_help, description=init_help)
+    init.add_argument("directory", type=Path, metavar="DIR", help="the folder to write (created if missing)")
+    init.add_argument("--force", action="store_true", help="overwrite files that exist already")
+    init.set_defaults(handler=lambda args: print_lines(
+        [f"wrote {path}" for path in starter.init_folder(args.directory, args.force)]
+        + [f"next: chaoslab check {args.directory / 'experiments'}/*.json; see {args.directory / starter.README}"]))
+
     check = add_parser("check", help="check experiments against chaoslab and the topology, before a run",
                                 description="check experiments against chaoslab and the topology, before a run")
     check.add_argument("experiments", nargs="+", type=Path, metavar="EXPERIMENT", help="experiment JSON files")

@@ -36,7 +36,7 @@ from chaoslab.lab.topology import Topology
 from chaoslab.measure import analysis, theory
 from chaoslab.measure.client import Outcome
 from chaoslab.measure.results import EVENTS, SAMPLES, SUMMARY
-from chaoslab.paths import PROJECT_DIR
+from chaoslab.paths import EXPERIMENTS_DIR
 from chaoslab.tools.capture import Capture, CrossCheck, cross_check, link_address
 
 PROFILES = ("seed", "fast")
@@ -51,7 +51,6 @@ EXPERIMENTS = {
 }
 SCENARIOS = tuple(EXPERIMENTS)
 MATRIX_PREFIX = "matrix"
-EXPERIMENTS_DIR = PROJECT_DIR / "experiments"
 CROSS_CHECK_TOLERANCE = 0.05  # seconds: capture, event recorder and sampler must agree within this
 # scenarios in which the master falls silent: the backup's master-down timer runs from its last advert
 SILENT_MASTER = ("halt-master", "keepalived-crash")

@@ -49,7 +49,7 @@ from chaoslab.lab.topology import Topology
 from chaoslab.measure import history, theory
 from chaoslab.measure.history import RunRecord
 from chaoslab.measure.results import CHART, SUMMARY
-from chaoslab.paths import PROJECT_DIR
+from chaoslab.paths import EXPERIMENTS_DIR, PROJECT_DIR
 
 __all__ = ["Score", "build_report", "resilience_score"]
 
@@ -457,7 +457,7 @@ def synthetic_history(path: Path, count: int, seed: int = 7) -> None:
     topology = _topology()
     backup = min(spec.vrrp_priority for spec in topology.loadbalancers)
     catalogue = []
-    for file in sorted((PROJECT_DIR / "experiments").glob("*.json")):
+    for file in sorted(EXPERIMENTS_DIR.glob("*.json")):
         experiment = json.loads(file.read_text(encoding="utf-8"))
         options = next((e for e in experiment.get("extensions", []) if e.get("name") == "chaoslab"), {})
         if options.get("scenario") in theory.SCENARIOS:
