@@ -69,7 +69,7 @@ def check_experiment(experiment: dict, topology: Topology) -> list[str]:
 def check_configuration(configuration: dict, topology: Topology) -> list[str]:
     problems = []
     profile = configuration.get("chaoslab_profile")
-    if isinstance(profile, str) and profile not in topology.profile_names:
+    if isinstance(profile, str) and profile and profile not in topology.profile_names:  # "": the topology's default
         problems.append(f"configuration: unknown profile {profile!r}; known profiles: {', '.join(topology.profile_names)}")
     provider = configuration.get("chaoslab_provider")
     if isinstance(provider, str) and provider not in REGISTRY:

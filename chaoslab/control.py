@@ -4,20 +4,26 @@ Declared in each experiment:
 
     "controls": [{"name": "chaoslab", "provider": {"type": "python", "module": "chaoslab.control"}}]
 
+Under `chaos run --dry=actions` (or `--dry=activities`) no fault is injected, and the control
+touches nothing either: no lab is brought up, healed or measured (the probes still read the stack
+as Chaos Toolkit runs them).
+
 Before the experiment: hold the lab (a second run is refused), bring it up if
 needed, heal what a previous run left (Jepsen's habit), wait for the steady
 state, open the run's folder, start the event recorder and the sampler, and
 arm the safeguard if the run has an abort budget (chaoslab.safeguard).
 Before the rollbacks: disarm the safeguard.
 After it (rollbacks done, or the run interrupted or failed): heal the lab,
-wait for the steady state, stop the instruments, write the journal, summary
-and charts, record the run in the history (chaoslab.measure.history), and bring the
-lab down only if this run brought it up.
+wait for the steady state, stop the instruments, write the summary, charts, JUnit XML and
+Prometheus metrics, put the numbers in the journal (its "chaoslab" extension, which `chaos run`
+writes to its journal file), record the run in the history (chaoslab.measure.history), and bring
+the lab down only if this run brought it up.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -28,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
-from chaoslib.types import Configuration, Experiment, Journal, Secrets
+from chaoslib.types import Configuration, Dry, Experiment, Journal, Secrets
 
 from chaoslab import safeguard
 from chaoslab.checks import check_experiment
@@ -36,9 +42,11 @@ from chaoslab.commands import stop
 from chaoslab.errors import ChaoslabError
 from chaoslab.lab.lab import HealIncomplete, Lab
 from chaoslab.lab.topology import Topology
-from chaoslab.measure import analysis, history, theory
+from chaoslab.measure import analysis, history, junit, metrics, theory
 from chaoslab.measure.events import EventRecorder
-from chaoslab.measure.results import CHART, EVENTS, JOURNAL, SAMPLES, SUMMARY, create_run_dir, write_json
+from chaoslab.measure.load import MAX_CLIENTS, STOP_GRACE
+from chaoslab.measure.load_analysis import load_records, summarize_load
+from chaoslab.measure.results import CHART, EVENTS, JOURNAL, LOAD, SAMPLES, SUMMARY, create_run_dir, write_json
 from chaoslab.paths import PROJECT_DIR
 
 logger = logging.getLogger("chaostoolkit")
@@ -47,6 +55,12 @@ SAMPLER_TIMEOUT = 1.0
 SAMPLER_MAX_DURATION = 900.0
 SETTLE_AFTER = 0.5
 NO_ROLLBACKS = 30  # chaoslib.exit: SystemExit(30) ends a run without its rollbacks
+UNTOUCHED = (Dry.ACTIONS, Dry.ACTIVITIES)  # dry runs that inject nothing: the control touches nothing either
+JUNIT = "junit.xml"
+LOAD_CLIENTS_KEY, LOAD_CLIENTS_ENV = "chaoslab_load_clients", "CHAOSLAB_LOAD_CLIENTS"
+DEFAULT_LOAD_PAUSE = 0.1
+# where else a run's metrics go: configuration key -> environment variable that overrides it
+METRICS_DESTINATIONS = {"chaoslab_metrics_dir": "CHAOSLAB_METRICS_DIR", "chaoslab_pushgateway": "CHAOSLAB_PUSHGATEWAY"}
 
 
 @dataclass
@@ -60,8 +74,10 @@ class Run:
     brought_up: bool
     resources: ExitStack
     experiment_file: str | None
+    configuration: Configuration
     started: float = field(default_factory=time.time)
     sampler: subprocess.Popen | None = None
+    load: subprocess.Popen | None = None
     recorder: EventRecorder | None = None
     watchdog: safeguard.Watchdog | None = None
 
@@ -83,6 +99,10 @@ def experiment_options(experiment: Experiment) -> dict:
 def before_experiment_control(context: Experiment, configuration: Configuration = None,
                               secrets: Secrets = None, **kwargs: object) -> None:
     global _run
+    if context.get("dry") in UNTOUCHED:
+        logger.info(f"chaoslab: dry run ({context['dry'].value}): no fault, so the lab is neither brought up, "
+                    "healed nor measured")
+        return
     resources = ExitStack()
     # Chaos Toolkit turns SIGTERM into an error of the activity that happens to run,
     # and the run goes on; here it stops the run like Ctrl-C, rollbacks included, until the run ends.
@@ -97,6 +117,7 @@ def before_experiment_control(context: Experiment, configuration: Configuration 
         if refusal:
             raise ChaoslabError(refusal)
         abort_budget = safeguard.abort_after(experiment_options(context), configuration)
+        load = load_options(experiment_options(context), configuration)
         title = context.get("title", "experiment")
         resources.enter_context(lab.lock(f"chaos run: {title}"))
         brought_up = not lab.is_up()
@@ -107,10 +128,12 @@ def before_experiment_control(context: Experiment, configuration: Configuration 
                 logger.warning(f"chaoslab: a previous run left a fault: {line}")
             lab.wait_ready()
         folder = create_run_dir(title)
-        _run = Run(lab, context, folder, brought_up, resources, experiment_source())
+        _run = Run(lab, context, folder, brought_up, resources, experiment_source(), configuration or {})
         _run.recorder = EventRecorder(lab, lab.topology.vip, folder / EVENTS)
         _run.recorder.start()
         _run.sampler = start_sampler(lab, folder)
+        if load is not None:
+            _run.load = start_load(lab, folder, load)
         _run.watchdog = safeguard.start(abort_budget, folder / SAMPLES, _run.recorder)
         resources.enter_context(lab.measured_into(folder))
         logger.info(f"chaoslab: measuring from the client; results in {folder}")
@@ -128,23 +151,64 @@ def before_experiment_control(context: Experiment, configuration: Configuration 
 
 
 def start_sampler(lab: Lab, folder: Path) -> subprocess.Popen:
-    samples = folder / SAMPLES
-    command = lab.provider.client_command([
-        sys.executable, "-m", "chaoslab.measure.sampler", "--output", str(samples),
+    return start_instrument(lab, "sampler", folder / SAMPLES, [
         *lab.topology.target().arguments(),
         "--interval", str(lab.provider.sampler_interval), "--timeout", str(SAMPLER_TIMEOUT),
         "--max-duration", str(SAMPLER_MAX_DURATION),
     ])
-    with open(folder / "sampler.log", "ab") as log:
+
+
+def start_load(lab: Lab, folder: Path, load: LoadOptions) -> subprocess.Popen:
+    return start_instrument(lab, "load", folder / LOAD, [
+        *lab.topology.target().arguments(), "--clients", str(load.clients), "--pause", str(load.pause),
+        "--timeout", str(SAMPLER_TIMEOUT), "--max-duration", str(SAMPLER_MAX_DURATION),
+    ])
+
+
+def start_instrument(lab: Lab, module: str, output: Path, arguments: list[str]) -> subprocess.Popen:
+    """chaoslab.measure.<module> at the client's vantage point, writing output; returns once it wrote a line."""
+    command = lab.provider.client_command([sys.executable, "-m", f"chaoslab.measure.{module}", "--output", str(output),
+                                           *arguments])
+    log_path = output.with_name(f"{module}.log")
+    with open(log_path, "ab") as log:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and process.poll() is None:
-        if samples.exists() and samples.stat().st_size > 0:
+        if output.exists() and output.stat().st_size > 0:
             return process
         time.sleep(0.02)
     process.kill()
     process.wait()
-    raise ChaoslabError(f"the sampler did not start; see {folder / 'sampler.log'}")
+    raise ChaoslabError(f"the {module} did not start; see {log_path}")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """The keep-alive clients a run adds beside the sampler (chaoslab.measure.load)."""
+
+    clients: int
+    pause: float = DEFAULT_LOAD_PAUSE
+
+
+def load_options(options: dict, configuration: Configuration) -> LoadOptions | None:
+    """The experiment's "load" ({"clients": N, "pause": seconds} in its chaoslab extension), which
+    chaoslab_load_clients (configuration, or CHAOSLAB_LOAD_CLIENTS) overrides or adds for any
+    experiment: 0 turns it off, "" leaves it as the experiment says. None: no load."""
+    declared = options.get("load") or {}
+    if not isinstance(declared, dict):
+        raise ChaoslabError(f'the chaoslab extension\'s "load" must be an object such as {{"clients": 20}}, not {declared!r}')
+    given = os.environ.get(LOAD_CLIENTS_ENV) or (configuration or {}).get(LOAD_CLIENTS_KEY)
+    clients = declared.get("clients", 0) if given in (None, "") else given
+    pause = declared.get("pause", DEFAULT_LOAD_PAUSE)
+    try:
+        clients, pause = int(clients), float(pause)
+    except (TypeError, ValueError):
+        clients = pause = -1
+    if not 0 <= clients <= MAX_CLIENTS or not 0 <= pause <= 60:
+        raise ChaoslabError(f"the load's clients ({LOAD_CLIENTS_KEY}, {LOAD_CLIENTS_ENV} or the extension's "
+                            f'"load": {{"clients": N}}) must be a whole number within 0..{MAX_CLIENTS}, and its pause '
+                            f"seconds within 0..60, not clients {clients!r}, pause {pause!r}")
+    return LoadOptions(clients, pause) if clients else None
 
 
 def before_rollback_control(context: Experiment, configuration: Configuration = None,
@@ -172,12 +236,15 @@ def finish(journal: Journal | None) -> None:
                 run.watchdog.stop()
             recovered, not_undone = heal_and_settle(run.lab, lab_stays=not run.brought_up)
             stop_instruments(run)
-            if journal is not None:
-                journal.setdefault("extensions", []).append({"name": "chaoslab", "results": str(run.folder)})
-                if steady_state_before(journal) is False and journal.get("status") == "completed":
-                    journal["status"] = "failed"  # nothing was tested: chaos exits non-zero
-                write_json(run.folder / JOURNAL, journal)
-            write_results(run, journal, recovered, not_undone)
+            if journal is not None and steady_state_before(journal) is False and journal.get("status") == "completed":
+                journal["status"] = "failed"  # nothing was tested: chaos exits non-zero
+            summary: dict = {}
+            try:
+                summary = write_results(run, journal, recovered, not_undone)
+            finally:  # the journal is written even when the results could not be
+                if journal is not None:
+                    journal.setdefault("extensions", []).append(journal_extension(run, summary))
+                    write_json(run.folder / JOURNAL, journal)
         except Exception:
             logger.exception(f"chaoslab: could not finish the results in {run.folder}; the raw files stay there")
         finally:
@@ -230,6 +297,9 @@ def heal_and_settle(lab: Lab, lab_stays: bool) -> tuple[bool, list[str]]:
 
 
 def stop_instruments(run: Run) -> None:
+    if run.load is not None:
+        stop(run.load, grace=SAMPLER_TIMEOUT * 2 + STOP_GRACE + 3)
+    run.load = None
     if run.sampler is not None:
         stop(run.sampler, grace=SAMPLER_TIMEOUT + 5)
     run.sampler = None
@@ -238,7 +308,19 @@ def stop_instruments(run: Run) -> None:
         run.recorder = None
 
 
-def write_results(run: Run, journal: Journal | None, recovered: bool, not_undone: list[str]) -> None:
+def journal_extension(run: Run, summary: dict) -> dict:
+    """What the journal carries of the run, for `chaos report` and any journal reader: where its results
+    are, and its numbers (the summary's headline; the whole of it is the folder's summary.json)."""
+    numbers = {key: summary.get(key) for key in JOURNAL_NUMBERS}
+    return {"name": "chaoslab", "results": str(run.folder), **numbers}
+
+
+JOURNAL_NUMBERS = ("verdict", "verdict_reason", "downtime", "downtime_at_least", "downtime_failed", "requests", "failed",
+                   "failed_by_kind", "phases", "impact", "fault_window", "theory", "within_theory", "theory_note",
+                   "fault", "vip_holder_before", "vip_holder_after", "load")
+
+
+def write_results(run: Run, journal: Journal | None, recovered: bool, not_undone: list[str]) -> dict:
     options = experiment_options(run.experiment)
     samples = analysis.load_samples(run.folder / SAMPLES)
     events = analysis.load_events(run.folder / EVENTS)
@@ -246,14 +328,18 @@ def write_results(run: Run, journal: Journal | None, recovered: bool, not_undone
     if options.get("scenario"):
         backup, master = takeover_priorities(run.lab.topology, events)
         prediction = theory.expected_outage(options["scenario"], run.lab.profile.settings, backup, master,
-                                            run.lab.topology.preempt)
+                                            run.lab.topology.preempt, len(run.lab.topology.webservers))
     steady_before = steady_state_before(journal)
     summary = analysis.summarize(samples, events, run.lab.provider.sampler_interval, prediction,
-                                 options.get("focus", "inject"), steady_before)
+                                 options.get("focus", "inject"), steady_before, SAMPLER_TIMEOUT)
+    summary["load"] = load_summary(run.folder / LOAD, summary)
     breach = safeguard.breach(events)
     summary["run"] = {
         "experiment": run.experiment.get("title"),
+        "experiment_file": run.experiment_file,
         "scenario": options.get("scenario"),
+        "target": run.lab.topology.target().url,
+        "downtime_budget": options.get("downtime_budget"),
         "profile": run.lab.profile.name,
         "provider": run.lab.settings.provider,
         "prefix": run.lab.prefix,
@@ -268,6 +354,8 @@ def write_results(run: Run, journal: Journal | None, recovered: bool, not_undone
         "safeguard": breach,
     }
     write_json(run.folder / SUMMARY, summary)
+    junit.write_junit(run.folder / JUNIT, [summary])
+    export_metrics(run, summary)
     title = f"{run.experiment.get('title', 'experiment')} (profile {run.lab.profile.name})"
     from chaoslab.measure import plots  # matplotlib: loaded by the run that draws, not by every chaoslab command
 
@@ -277,6 +365,11 @@ def write_results(run: Run, journal: Journal | None, recovered: bool, not_undone
         f"chaoslab: downtime {downtime if downtime is not None else 'n/a'} s, "
         f"{summary['failed']} failed requests; chart {run.folder / CHART}"
     )
+    if summary["load"]:
+        load = summary["load"]
+        logger.info(f"chaoslab: load of {load['clients']} keep-alive clients: {load['answered']} of {load['requests']} "
+                    f"answered, {load['connections_reset']} connections broke while reused, "
+                    f"{load['in_flight_lost']} requests in flight lost")
     for restart in summary["restarts"]:
         logger.warning(f"chaoslab: {restart['text']}")
     if summary["theory_note"]:
@@ -288,6 +381,32 @@ def write_results(run: Run, journal: Journal | None, recovered: bool, not_undone
         logger.error(f"chaoslab: the lab keeps faults the heal could not undo ({'; '.join(not_undone)}): "
                      "undo them by hand, see summary.json's run.heal_failures")
     history.record_run(summary, options.get("downtime_budget"), run.experiment_file, run.lab.software_versions())
+    return summary
+
+
+def load_summary(path: Path, summary: dict) -> dict | None:
+    """What the keep-alive clients saw, before, during (the fault window) and after the fault; None without a load."""
+    if not path.exists():
+        return None
+    window = summary.get("fault_window") or {}
+    end = window.get("end") if window.get("end") is not None else summary.get("last_sent")
+    return summarize_load(load_records(path), window.get("start"), end)
+
+
+def export_metrics(run: Run, summary: dict) -> None:
+    """The run's Prometheus metrics: in its folder, and where the configuration or environment says
+    (chaoslab_metrics_dir: node_exporter's textfile collector; chaoslab_pushgateway: a Pushgateway URL).
+    A destination that cannot be written is logged; the run's own files do not depend on it."""
+    where = {key: os.environ.get(variable) or run.configuration.get(key) or None
+             for key, variable in METRICS_DESTINATIONS.items()}
+    try:
+        written = metrics.export(summary, run.folder, where["chaoslab_metrics_dir"], where["chaoslab_pushgateway"])
+    except OSError as error:
+        logger.error(f"chaoslab: could not write or push the run's metrics ({error}); {run.folder / metrics.METRICS} "
+                     "has them if the folder could be written")
+        return
+    if len(written) > 1:
+        logger.info(f"chaoslab: metrics written to {', '.join(written)}")
 
 
 def takeover_priorities(topology: Topology, events: list[dict]) -> tuple[int, int]:

@@ -20,7 +20,8 @@ from chaoslab.paths import PROJECT_DIR, STATE_ROOT
 
 SHARED_PREFIX = "ctshared"
 TEST_PREFIXES = ("ctnone", "ctshared", "ctfresh", "ctkill", "ctkillup", "ctkilled", "ctexp", "ctother", "ctsched", "ctsafe",
-                 "ctfast", "ctvm", "ctvmssh", "ctplan", "ctzone", "ctlock", "ctvmlog", "ctssh", "ctowned", "ctpair", "ctreh")
+                 "ctfast", "ctvm", "ctvmssh", "ctplan", "ctzone", "ctlock", "ctvmlog", "ctssh", "ctowned", "ctpair", "ctreh",
+                 "ctdry")
 LAB_PROCESSES = ("haproxy", "keepalived", "apache2", "haproxy-health", "libvirtd", "virtlogd", "qemu-system-x86")
 VENV_BIN = Path(sys.executable).parent
 REHEARSAL_CONFIGS = Path(__file__).parent / "data/rehearsal"  # a pair's own configs, DIR/<node>/keepalived|haproxy

@@ -6,10 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import xmlschema
+from prometheus_client.parser import text_string_to_metric_families
 
 from chaoslab.commands import stop
 from chaoslab.lab.lab import Lab
@@ -21,11 +24,13 @@ from tests.helpers import fresh_lab, lab_leftovers
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 EXPERIMENTS = PROJECT_DIR / "experiments"
+JUNIT_SCHEMA = Path(__file__).parent / "data" / "junit" / "junit-10.xsd"
 CHAOS = str(Path(sys.executable).parent / "chaos")
 # experiment -> (journal status, deviated): deviation is expected where the experiment finds a weakness;
 # None where chance decides it
 EXPECTED = {
     "failover": ("completed", False),
+    "haproxy-reload": ("completed", False),  # two reloads: the VIP answers throughout
     "haproxy-crash": ("completed", False),
     "halt-master": ("completed", False),
     "backend-down": ("completed", False),
@@ -38,13 +43,17 @@ EXPECTED = {
 }
 
 
-def chaos_run(experiment: str, prefix: str, results: Path, source: Path | None = None) -> subprocess.CompletedProcess:
+def chaos_run(experiment: str, prefix: str | None, results: Path, source: Path | None = None,
+              options: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """`chaos run` of an experiment; the lab's prefix from the environment (None: from the experiment's
+    configuration, or what options give it)."""
     journal = results / f"{experiment}-journal.json"
+    environment = {key: value for key, value in os.environ.items() if key != "CHAOSLAB_PREFIX"}
     return subprocess.run(
-        [CHAOS, "--log-file", str(results / f"{experiment}.log"), "run", "--journal-path", str(journal),
+        [CHAOS, "--log-file", str(results / f"{experiment}.log"), "run", "--journal-path", str(journal), *options,
          str(source or EXPERIMENTS / f"{experiment}.json")],
         capture_output=True, text=True, timeout=300, cwd=results,
-        env={**os.environ, "CHAOSLAB_PREFIX": prefix, "CHAOSLAB_RESULTS": str(results)},
+        env={**environment, **({"CHAOSLAB_PREFIX": prefix} if prefix else {}), "CHAOSLAB_RESULTS": str(results)},
     )
 
 
@@ -69,7 +78,28 @@ def check_summary_against_samples(folder: Path) -> dict:
         assert len(inside) >= outage["failed"]
         assert summary["downtime"] == pytest.approx(outage["end"] - outage["last_ok_before"], abs=0.002)
     assert (folder / "downtime.png").stat().st_size > 20_000
+    check_ci_outputs(folder, summary)
     return summary
+
+
+def check_ci_outputs(folder: Path, summary: dict) -> None:
+    """What CI and dashboards read: junit.xml valid against the JUnit schema, one case failed exactly when the
+    run deviated or failed; metrics.prom parsed by prometheus_client; the journal carrying the numbers."""
+    xmlschema.validate(str(folder / "junit.xml"), str(JUNIT_SCHEMA))
+    [case] = ET.parse(folder / "junit.xml").getroot().findall("testsuite/testcase")
+    run = summary["run"]
+    assert case.get("name") == f"{Path(run['experiment_file'] or run['experiment']).stem} [{run['profile']}]"
+    over_budget = history.met_budget(summary["downtime"], summary["downtime_at_least"], run["downtime_budget"]) is False
+    assert (case.find("failure") is not None) == (run["status"] != "completed" or over_budget)
+    families = {family.name: family.samples for family in
+                text_string_to_metric_families((folder / "metrics.prom").read_text())}
+    [requests] = families["chaoslab_requests"]
+    assert requests.value == summary["requests"] and requests.labels["target"] == run["target"]
+    [numbers] = [entry for entry in json.loads((folder / "journal.json").read_text())["extensions"]
+                 if entry["name"] == "chaoslab"]
+    assert {key: numbers[key] for key in ("downtime", "failed", "verdict", "phases", "theory", "impact")} == \
+        {key: summary[key] for key in ("downtime", "failed", "verdict", "phases", "theory", "impact")}
+
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +126,19 @@ def test_experiment_runs_for_real(experiment: str, experiment_lab: Lab, tmp_path
     if experiment in ("failover", "halt-master", "keepalived-stop"):
         assert summary["downtime"] > 0 and summary["within_theory"] is True
         assert summary["vip_holder_before"] == ["haproxy-1"]
+    if experiment == "haproxy-reload":  # two reloads under 20 keep-alive clients: new connections never refused
+        load = summary["load"]
+        assert load["clients"] == 20 and load["requests"] > 200 and load["answered"] > 0.9 * load["requests"], load
+        assert set(load["latency"]) == {"before", "during", "after"} and summary["within_theory"] is True
+        assert (run_folder(tmp_path) / "load.jsonl").stat().st_size > 0
+    else:
+        assert summary["load"] is None
+    if experiment == "backend-down":  # round robin onto a dead web server: every other request fails
+        impact = summary["impact"]
+        assert impact["kind"] == "partial" and summary["theory"]["measures"] == "impact"
+        assert abs(impact["failed_share"] - 0.5) < 0.1 and summary["within_theory"] is True, impact
+        assert 4.0 - 0.6 <= impact["seconds"] <= 6.0 + 0.6  # HAProxy: (fall - 1) .. fall x inter, seed 3 x 2 s
+        assert summary["downtime"] < 0.1  # the longest run of failures: one or two requests
 
 
 def test_the_steady_state_holds_while_another_client_uses_the_vip(experiment_lab: Lab, tmp_path: Path):
@@ -150,6 +193,35 @@ def test_failover_on_a_fresh_machine_brings_the_lab_up_and_down(tmp_path: Path):
     assert summary["downtime"] > 0 and summary["verdict"] == "valid"
     assert not Lab(LabSettings(prefix="ctfresh")).is_up()
     assert not [name for name in lab_leftovers()["namespaces"] if name.startswith("ctfresh")]
+
+
+def test_a_var_file_sets_the_lab_s_parameters(experiment_lab: Lab, tmp_path: Path):
+    """`chaos run --var-file`: the lab's parameters from a file, as a CI job passes them (here the lab's prefix,
+    which the environment does not give, and where the metrics go for node_exporter)."""
+    variables = tmp_path / "lab.json"
+    textfile = tmp_path / "textfile"
+    variables.write_text(json.dumps({"configuration": {"chaoslab_prefix": "ctexp", "chaoslab_metrics_dir": str(textfile)}}))
+    result = chaos_run("keepalived-stop", None, tmp_path, options=("--var-file", str(variables)))
+    assert result.returncode == 0, (tmp_path / "keepalived-stop.log").read_text()[-3000:]
+    summary = check_summary_against_samples(run_folder(tmp_path))
+    assert summary["run"]["prefix"] == "ctexp"
+    [collected] = textfile.glob("chaoslab-*.prom")
+    assert collected.read_text() == (run_folder(tmp_path) / "metrics.prom").read_text()
+
+
+def test_a_dry_run_of_the_actions_touches_nothing(experiment_lab: Lab, tmp_path: Path):
+    """`chaos run --dry=actions`: no fault, and the control neither brings a lab up, nor heals, nor measures."""
+    pids = experiment_lab.node("haproxy-1").service_pids("haproxy")
+    result = chaos_run("failover", "ctexp", tmp_path, options=("--dry=actions",))
+    assert result.returncode == 0, (tmp_path / "failover.log").read_text()[-3000:]
+    log = (tmp_path / "failover.log").read_text()
+    assert "dry run (actions): no fault" in log and "chaoslab inject" not in log
+    assert not [path for path in tmp_path.iterdir() if path.is_dir()]  # no run folder
+    assert experiment_lab.node("haproxy-1").service_pids("haproxy") == pids
+    assert experiment_lab.vip_holders() == ["haproxy-1"]
+    chaos_run("failover", "ctdry", tmp_path, options=("--dry=actions",))
+    assert not Lab(LabSettings(prefix="ctdry")).is_up()
+    assert not [name for name in lab_leftovers()["namespaces"] if name.startswith("ctdry")]
 
 
 def test_every_experiment_validates():

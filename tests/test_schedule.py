@@ -9,9 +9,11 @@ import signal
 import subprocess
 import threading
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import xmlschema
 
 from chaoslab.errors import ChaoslabError
 from chaoslab.lab.lab import Lab
@@ -22,6 +24,7 @@ from tests.helpers import VENV_BIN, chaoslab_command, fresh_lab
 from tests.test_report import check_page_against_history, chromium
 
 PREFIX = "ctsched"
+JUNIT_SCHEMA = Path(__file__).parent / "data" / "junit" / "junit-10.xsd"
 
 
 # ---------------------------------------------------------------------------- pure parts
@@ -168,10 +171,16 @@ def environment(results: Path) -> dict[str, str]:
 def test_three_scheduled_runs_are_recorded_and_reported(sched_lab: Lab, tmp_path: Path):
     results = tmp_path / "results"
     experiment = short_experiment(tmp_path, pause=1.5, thaw_in_method=True)
-    result = chaoslab_command("schedule", str(experiment), "--count", "3", "--every", "1s",
+    report = tmp_path / "ci" / "junit.xml"
+    result = chaoslab_command("schedule", str(experiment), "--count", "3", "--every", "1s", "--junit", str(report),
                               env=environment(results), timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
+    xmlschema.validate(str(report), str(JUNIT_SCHEMA))
+    cases = ET.parse(report).getroot().findall("testsuite/testcase")
+    assert [case.get("name") for case in cases] == ["short-freeze [seed]"] * 3
+    assert not [case for case in cases if case.find("failure") is not None or case.find("error") is not None]
+    assert "3 test cases, 0 failed" in out
     for number in (1, 2, 3):
         assert f"run {number}/3: {experiment}" in out
     assert out.count("chaoslab inject: freeze_service on haproxy-1 (haproxy)") == 3

@@ -62,15 +62,15 @@ SHARE_TOLERANCE = 0.1  # how far a partial outage's failed share may be from the
 
 def load_samples(path: Path | str) -> list[Outcome]:
     """The client's samples from a samples.jsonl file."""
-    return [Outcome.from_json(record) for record in _read_json_lines(Path(path))]
+    return [Outcome.from_json(record) for record in read_json_lines(Path(path))]
 
 
 def load_events(path: Path | str) -> list[dict]:
     """The run's events from an events.jsonl file."""
-    return _read_json_lines(Path(path))
+    return read_json_lines(Path(path))
 
 
-def _read_json_lines(path: Path) -> list[dict]:
+def read_json_lines(path: Path) -> list[dict]:
     """One JSON object per line; a truncated last line (a writer killed mid-line) is dropped."""
     lines = [(number, line) for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)]
     lines = [(number, line) for number, line in lines if line.strip()]

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from chaoslab.measure.client import Outcome
 from chaoslab.measure.outages import Outage, count_kinds, ms
 
-__all__ = ["CLIENT_TIMEOUTS", "Window", "availability", "client_timeouts", "impact", "latency", "overlapping"]
+__all__ = ["CLIENT_TIMEOUTS", "Window", "availability", "client_timeouts", "impact", "latency", "overlapping",
+           "percentiles"]
 
 CLIENT_TIMEOUTS = (0.1, 0.2, 0.5, 1.0)  # seconds: what typical clients give up after
 PARTIAL_SHARE = 0.5  # a longest burst under this share of the failures: the outage was partial
@@ -94,7 +95,7 @@ def impact(samples: Sequence[Outcome], outages: Sequence[Outage], window: Window
 
 def latency(samples: Sequence[Outcome], windows: dict[str, Window]) -> dict:
     """Percentiles of the answers' latency (milliseconds) per named window."""
-    return {name: _percentiles([sample.latency for sample in samples if sample.ok and window.holds(sample.sent)])
+    return {name: percentiles([sample.latency for sample in samples if sample.ok and window.holds(sample.sent)])
             for name, window in windows.items()}
 
 
@@ -114,7 +115,8 @@ def _by_backend(samples: Sequence[Outcome]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _percentiles(values: list[float]) -> dict:
+def percentiles(values: Sequence[float]) -> dict:
+    """p50, p95, p99 (nearest rank) and max of latencies in seconds, as milliseconds; how many there were."""
     if not values:
         return {"answers": 0, **{f"p{p}_ms": None for p in PERCENTILES}, "max_ms": None}
     ordered = sorted(values)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import errno
 import json
+import threading
 import time
+from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import requests
@@ -83,12 +86,28 @@ class Target:
     verify_tls: bool = True
 
     def backend_of(self, response: requests.Response) -> str | None:
+        """The backend that wrote a response of the requests library."""
+        return self.backend_in(response.text if self.identity == "body" else "", response.headers, response.cookies)
+
+    def backend_in(self, body: str, headers: Mapping[str, str], cookies: Mapping[str, str]) -> str | None:
+        """The backend an answer names (its page, a header or a cookie, as identity says; headers
+        looked up case-insensitively by the caller's mapping); None where it names none, or for
+        identity "none"."""
         if self.identity == "none":
             return None
         if self.identity == "body":
-            return next((name for name, marker in self.backends if marker in response.text), None)
-        value = response.headers.get(self.field) if self.identity == "header" else response.cookies.get(self.field)
+            return next((name for name, marker in self.backends if marker in body), None)
+        value = headers.get(self.field) if self.identity == "header" else cookies.get(self.field)
         return next((name for name, marker in self.backends if marker == value), None)
+
+    def outcome(self, sent: float, latency: float, status: int, backend: str | None) -> Outcome:
+        """An answer judged as the target expects it: another status is an "http" failure; one
+        that names no known backend (where the target's answers name theirs) an "unidentified" one."""
+        if status != self.expect_status:
+            return Outcome(sent, latency, status=status, error="http")
+        if backend is None and self.identity != "none":
+            return Outcome(sent, latency, status=status, error="unidentified")
+        return Outcome(sent, latency, status=status, backend=backend)
 
     def to_json(self) -> dict:
         return {**asdict(self), "backends": [list(pair) for pair in self.backends]}
@@ -115,26 +134,44 @@ class ServerName(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
 
 
-def request_vip(target: Target, timeout: float) -> Outcome:
-    """GET the target once on a new connection, as a fresh client would. An answer with another
-    status is an "http" failure; one that names no known backend (where the target's answers
-    name theirs) an "unidentified" one."""
+def new_session(target: Target) -> requests.Session:
+    """A session for the target: never a proxy from the environment (only the lab's VIP), and TLS with the
+    target's server name where it has one."""
+    session = requests.Session()
+    session.trust_env = False
+    if target.host and target.url.startswith("https:"):
+        session.mount("https://", ServerName(target.host))
+    return session
+
+
+def request_vip(target: Target, timeout: float, session: requests.Session | None = None) -> Outcome:
+    """GET the target once on a new connection, as a fresh client would (Connection: close: also on a
+    session that is reused, each request opens its own); the answer judged by Target.outcome."""
     sent = time.time()
     started = time.perf_counter()
     headers = {"Connection": "close", **({"Host": target.host} if target.host else {})}
     try:
-        with requests.Session() as session:
-            session.trust_env = False  # never a proxy from the environment: only the lab's VIP
-            if target.host and target.url.startswith("https:"):
-                session.mount("https://", ServerName(target.host))
-            response = session.get(target.url, timeout=timeout, headers=headers, allow_redirects=False,
-                                   verify=target.verify_tls)
+        with nullcontext(session) if session is not None else new_session(target) as used:
+            response = used.get(target.url, timeout=timeout, headers=headers, allow_redirects=False,
+                                verify=target.verify_tls)
     except requests.RequestException as error:
         return Outcome(sent, time.perf_counter() - started, error=error_kind(error))
     latency = time.perf_counter() - started
-    if response.status_code != target.expect_status:
-        return Outcome(sent, latency, status=response.status_code, error="http")
-    backend = target.backend_of(response)
-    if backend is None and target.identity != "none":
-        return Outcome(sent, latency, status=response.status_code, error="unidentified")
-    return Outcome(sent, latency, status=response.status_code, backend=backend)
+    backend = target.backend_of(response) if response.status_code == target.expect_status else None
+    return target.outcome(sent, latency, response.status_code, backend)
+
+
+class FreshClient:
+    """Requests to the target from many threads, each on a new connection, each thread reusing its own
+    session: building a session per request costs the sampler more CPU than the request itself."""
+
+    def __init__(self, target: Target, timeout: float):
+        self.target = target
+        self.timeout = timeout
+        self.sessions = threading.local()
+
+    def request(self) -> Outcome:
+        session = getattr(self.sessions, "session", None)
+        if session is None:
+            session = self.sessions.session = new_session(self.target)
+        return request_vip(self.target, self.timeout, session)

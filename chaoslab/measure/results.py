@@ -12,6 +12,7 @@ from chaoslab.paths import results_dir
 
 JOURNAL = "journal.json"
 SAMPLES = "samples.jsonl"
+LOAD = "load.jsonl"  # the keep-alive clients' requests, when a run has a load
 EVENTS = "events.jsonl"
 SUMMARY = "summary.json"
 CHART = "downtime.png"

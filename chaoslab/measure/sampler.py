@@ -27,7 +27,7 @@ from typing import TextIO
 
 import urllib3
 
-from chaoslab.measure.client import Outcome, Target, request_vip
+from chaoslab.measure.client import FreshClient, Outcome, Target
 
 MAX_DURATION = 900.0
 SPARE_WORKERS = 16
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--target is not a target: {error}")
     if not target.verify_tls:  # chosen in the topology: a warning per request would say so 100 times a second
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-    sampler = Sampler(lambda: request_vip(target, args.timeout), args.output, args.interval, args.timeout,
+    sampler = Sampler(FreshClient(target, args.timeout).request, args.output, args.interval, args.timeout,
                       args.max_duration, args.max_count)
     signal.signal(signal.SIGTERM, sampler.stop)
     signal.signal(signal.SIGINT, sampler.stop)

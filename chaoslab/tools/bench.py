@@ -1,5 +1,6 @@
 """Benchmarks that print numbers: lab bring-up and tear-down, a whole failover run, the sampler's jitter,
-and the matrix of measured failovers against VRRP theory that writes docs/BENCHMARKS.md.
+the load of keep-alive clients and what the instrument costs, and the matrix of measured failovers
+against VRRP theory that writes docs/BENCHMARKS.md.
 
 Speed targets live here, not in timed tests; the README quotes what these print.
 Each benchmark uses a lab prefix of its own and removes what it made.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -17,16 +19,20 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from chaoslab.commands import stop
+from chaoslab.control import DEFAULT_LOAD_PAUSE
 from chaoslab.lab.lab import Lab
 from chaoslab.lab.providers.netns import NetnsProvider
 from chaoslab.lab.settings import LabSettings
 from chaoslab.lab.topology import Topology
 from chaoslab.measure.client import Outcome
+from chaoslab.measure.load_analysis import load_records, summarize_load
 from chaoslab.paths import EXPERIMENTS_DIR, results_dir
 from chaoslab.tools import matrix
 
 BENCH_PREFIX = "bench"
 BENCH_VM_PREFIX = "benchvm"
+BENCH_LOAD_PREFIX = "benchload"
 
 
 def describe(values: Sequence[float], unit: str = "s", digits: int = 2) -> str:
@@ -145,6 +151,57 @@ def bench_sampler(seconds: float, interval: float) -> None:
           f"p99 {p99:.2f} ms, max {jitter[-1]:.2f} ms")
     print(f"  request latency: p50 {statistics.median(latency):.2f} ms, "
           f"p99 {latency[int(0.99 * (len(latency) - 1))]:.2f} ms")
+
+
+LOAD_CPU_GOAL = 0.25  # the instrument (sampler + load) may use at most this share of one core
+
+
+def bench_load(seconds: float, clients: int) -> None:
+    """The sampler and `clients` keep-alive clients against the VIP, no fault: the answers per second the
+    stack serves, and the CPU the instrument itself uses (both processes, user + system) as a share of
+    one core, against LOAD_CPU_GOAL."""
+    lab = Lab(LabSettings(prefix=BENCH_LOAD_PREFIX))
+    lab.down()
+    try:
+        lab.up()
+        lab.wait_ready()
+        with tempfile.TemporaryDirectory(prefix="chaoslab-bench-") as scratch:
+            samples, load = Path(scratch) / "samples.jsonl", Path(scratch) / "load.jsonl"
+            target = lab.topology.target().arguments()
+            commands = [
+                [sys.executable, "-m", "chaoslab.measure.sampler", "--output", str(samples), *target,
+                 "--interval", str(lab.provider.sampler_interval), "--max-duration", str(seconds)],
+                [sys.executable, "-m", "chaoslab.measure.load", "--output", str(load), *target,
+                 "--clients", str(clients), "--max-duration", str(seconds)],
+            ]
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            started = time.monotonic()
+            processes = [subprocess.Popen(lab.provider.client_command(command), stdin=subprocess.DEVNULL)
+                         for command in commands]
+            try:
+                for process in processes:
+                    process.wait(timeout=seconds + 30)
+            finally:
+                for process in processes:
+                    stop(process)
+            wall = time.monotonic() - started
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            records = load_records(load)
+            sampled = [json.loads(line) for line in samples.read_text().splitlines()]
+    finally:
+        lab.down()
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    summary = summarize_load(records, None, None)
+    share = cpu / wall
+    print(f"load of {clients} keep-alive clients (a request each, then a {DEFAULT_LOAD_PAUSE:g} s pause) beside the "
+          f"sampler for {seconds:g} s, no fault:")
+    print(f"  load: {summary['answered']} of {summary['requests']} answered, {summary['answers_per_second']} "
+          f"answers/s, over {summary['connections']} connections; latency p50 "
+          f"{summary['latency']['whole run']['p50_ms']} ms, p99 {summary['latency']['whole run']['p99_ms']} ms")
+    print(f"  sampler: {sum('backend' in entry for entry in sampled)} of {len(sampled)} answered, "
+          f"{len(sampled) / seconds:.0f} requests/s")
+    print(f"  CPU of the instrument (sampler + load): {cpu:.1f} s in {wall:.1f} s = {share:.0%} of one core "
+          f"(goal at most {LOAD_CPU_GOAL:.0%}: {'met' if share <= LOAD_CPU_GOAL else 'NOT met'})")
 
 
 def bench_matrix(profiles: Sequence[str], scenarios: Sequence[str], repeats: int, prefix: str, docs: Path,

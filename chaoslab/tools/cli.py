@@ -21,7 +21,7 @@ from chaoslab.measure import history
 from chaoslab.measure.theory import Prediction
 from chaoslab.paths import PROJECT_DIR, results_dir
 from chaoslab.tools import dryrun, pair_commands, schedule, starter
-from chaoslab.tools.bench import bench_failover, bench_lab, bench_matrix, bench_sampler, bench_vagrant
+from chaoslab.tools.bench import bench_failover, bench_lab, bench_load, bench_matrix, bench_sampler, bench_vagrant
 from chaoslab.tools.matrix import MATRIX_PREFIX, PROFILES, SCENARIOS
 from chaoslab.tools.tables import table
 
@@ -127,7 +127,7 @@ def box_build(args: argparse.Namespace) -> int:
 def schedule_runs(args: argparse.Namespace) -> int:
     if args.print_cron and args.count is not None:
         raise ChaoslabError("--print-cron prints units that run one round each time; leave out --count")
-    runs = schedule.make_schedule(args.experiments, args.every, args.count, args.profile)
+    runs = schedule.make_schedule(args.experiments, args.every, args.count, args.profile, args.junit)
     if args.print_cron:
         environment_file = schedule.write_environment_file(results_dir() / schedule.ENVIRONMENT_FILE,
                                                             schedule.unattended_settings(os.environ))
@@ -258,6 +258,9 @@ def add_run_commands(add_parser: AddParser) -> None:
     scheduling.add_argument("--count", help="how many rounds (default: until stopped)")
     scheduling.add_argument("--profile",
                             help="settings profile for every run (default: each experiment's; env CHAOSLAB_PROFILE)")
+    scheduling.add_argument("--junit", metavar="FILE",
+                            help="also write the runs as a JUnit XML report to FILE, one test case per run, and "
+                                 "exit 1 when one failed (deviated, steady state not met, over its downtime budget)")
     scheduling.add_argument("--print-cron", action="store_true",
                             help="print a crontab line and systemd service and timer units instead of running")
     scheduling.set_defaults(handler=schedule_runs)
@@ -304,7 +307,7 @@ def add_experiment_commands(add_parser: AddParser) -> None:
 
 
 def add_bench_commands(add_parser: AddParser) -> None:
-    """chaoslab bench lab | failover | vagrant | sampler | matrix | report."""
+    """chaoslab bench lab | failover | vagrant | sampler | load | matrix | report."""
     bench = add_parser("bench", help="benchmarks that print numbers (each uses a lab of its own)")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
     bench_up = bench_commands.add_parser("lab", help="lab up until the VIP answers, and lab down: median of runs")
@@ -323,6 +326,11 @@ def add_bench_commands(add_parser: AddParser) -> None:
     bench_jitter.add_argument("--seconds", type=float, default=10.0, help="how long to sample (default 10)")
     bench_jitter.add_argument("--interval", type=float, default=0.01, help="seconds between requests (default 0.01)")
     bench_jitter.set_defaults(handler=lambda args: run_bench(bench_sampler, args.seconds, args.interval))
+    bench_load_help = "the sampler and N keep-alive clients: answers per second, and the instrument's CPU share"
+    bench_keepalive = bench_commands.add_parser("load", help=bench_load_help, description=bench_load_help)
+    bench_keepalive.add_argument("--seconds", type=float, default=20.0, help="how long (default 20)")
+    bench_keepalive.add_argument("--clients", type=int, default=50, help="keep-alive clients (default 50)")
+    bench_keepalive.set_defaults(handler=lambda args: run_bench(bench_load, args.seconds, args.clients))
     bench_grid = bench_commands.add_parser(
         "matrix", help="each profile x fault, N runs: downtime beside VRRP theory and targets; writes docs/BENCHMARKS.md",
         description="Run each profile x fault scenario N times for real (chaos run of its experiment), print median "

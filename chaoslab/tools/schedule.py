@@ -15,6 +15,11 @@ was measured. Once the experiment has ended (the control is healing and
 writing), nothing is passed on and the run finishes by itself. Then the
 schedule stops and says so.
 
+With --junit FILE, the schedule's runs are also a JUnit XML report (chaoslab.measure.junit), one
+test case per run, rewritten after each run so that a stopped schedule leaves a whole report; the
+schedule then exits 1 when a run failed as a test case (deviated, its steady state not met, over its
+downtime budget, or no results), which a CI job shows as a failed step.
+
 For unattended runs, --print-cron prints a crontab line and systemd units that
 run one round each time.
 """
@@ -41,6 +46,7 @@ from typing import TextIO
 from chaoslab.checks import file_problems
 from chaoslab.errors import ChaoslabError
 from chaoslab.lab.topology import Topology
+from chaoslab.measure import junit
 from chaoslab.measure.results import SUMMARY
 from chaoslab.paths import PROJECT_DIR, results_dir
 
@@ -95,9 +101,11 @@ class Schedule:
     every: float
     count: int | None
     profile: str | None
+    junit: Path | None = None
 
 
-def make_schedule(experiments: Sequence[str], every: str, count: str | None, profile: str | None) -> Schedule:
+def make_schedule(experiments: Sequence[str], every: str, count: str | None, profile: str | None,
+                  junit: str | None = None) -> Schedule:
     """Check what the user asked for; every mistake is one line saying what would be right."""
     paths = []
     topology = Topology.load()
@@ -118,7 +126,7 @@ def make_schedule(experiments: Sequence[str], every: str, count: str | None, pro
         rounds = int(count)
     if profile is not None:
         topology.profile(profile)  # an unknown profile names the known ones
-    return Schedule(tuple(paths), parse_duration(every), rounds, profile)
+    return Schedule(tuple(paths), parse_duration(every), rounds, profile, Path(junit).resolve() if junit else None)
 
 
 # ---------------------------------------------------------------------------- running it
@@ -135,6 +143,7 @@ class Scheduler:
         self.experiment_ended = False
         self.notes: list[str] = []
         self.statuses: Counter[str] = Counter()
+        self.summaries: list[dict] = []  # each run's, for the JUnit report
 
     def run(self) -> int:
         """Run every round; 0 when done, 128 + the signal's number when stopped by one."""
@@ -166,7 +175,7 @@ class Scheduler:
             if self.stop_signal:
                 return self._stopped(number)
         self._say(f"schedule done: {plural(number, 'run')} ({self._status_counts()})")
-        return 0
+        return self._failed_cases()
 
     def _run_one(self, experiment: Path, label: str) -> None:
         """One `chaos run`, its progress printed as it goes, its log kept in the run's folder."""
@@ -196,14 +205,19 @@ class Scheduler:
                 self.child = None
             folder = results_folder(journal)
             kept = keep_log(log, folder, experiment)
-        self._say(f"  {self._outcome(folder, process.returncode, kept)}")
+        self._say(f"  {self._outcome(folder, process.returncode, kept, experiment)}")
+        if self.schedule.junit:
+            junit.write_junit(self.schedule.junit, self.summaries)
 
-    def _outcome(self, folder: Path | None, returncode: int, log: Path | None) -> str:
-        """The run in one line, from its summary.json."""
+    def _outcome(self, folder: Path | None, returncode: int, log: Path | None, experiment: Path) -> str:
+        """The run in one line, from its summary.json (kept for the JUnit report; a run without one is
+        an aborted run there)."""
         try:
             summary = json.loads((folder / SUMMARY).read_text(encoding="utf-8")) if folder else None
         except (OSError, ValueError):
             summary = None
+        self.summaries.append(summary or {"run": {"experiment": experiment.stem, "experiment_file": str(experiment),
+                                                  "profile": self.schedule.profile, "status": "aborted"}})
         if summary is None:
             self.statuses["no results"] += 1
             return (f"no summary: chaos exited with status {returncode}; see the messages above"
@@ -253,6 +267,15 @@ class Scheduler:
         self._say(f"schedule stopped by {name} after {plural(runs, 'run')} ({self._status_counts()}); "
                   "every run that started finished its rollbacks and wrote its results")
         return 128 + self.stop_signal
+
+    def _failed_cases(self) -> int:
+        """1 when a JUnit report was asked for and a run failed as a test case, else 0."""
+        if not self.schedule.junit:
+            return 0
+        cases = [junit.run_case(summary) for summary in self.summaries]
+        failed = sum(case.failure is not None or case.error is not None for case in cases)
+        self._say(f"JUnit report {display_path(self.schedule.junit)}: {len(cases)} test cases, {failed} failed")
+        return 1 if failed else 0
 
     def _status_counts(self) -> str:
         return ", ".join(f"{count} {status}" for status, count in sorted(self.statuses.items())) or "none ran"
