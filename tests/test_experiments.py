@@ -199,14 +199,15 @@ def test_a_var_file_sets_the_lab_s_parameters(experiment_lab: Lab, tmp_path: Pat
     """`chaos run --var-file`: the lab's parameters from a file, as a CI job passes them (here the lab's prefix,
     which the environment does not give, and where the metrics go for node_exporter)."""
     variables = tmp_path / "lab.json"
-    textfile = tmp_path / "textfile"
+    textfile, results = tmp_path / "textfile", tmp_path / "results"
+    results.mkdir()
     variables.write_text(json.dumps({"configuration": {"chaoslab_prefix": "ctexp", "chaoslab_metrics_dir": str(textfile)}}))
-    result = chaos_run("keepalived-stop", None, tmp_path, options=("--var-file", str(variables)))
-    assert result.returncode == 0, (tmp_path / "keepalived-stop.log").read_text()[-3000:]
-    summary = check_summary_against_samples(run_folder(tmp_path))
+    result = chaos_run("keepalived-stop", None, results, options=("--var-file", str(variables)))
+    assert result.returncode == 0, (results / "keepalived-stop.log").read_text()[-3000:]
+    summary = check_summary_against_samples(run_folder(results))
     assert summary["run"]["prefix"] == "ctexp"
     [collected] = textfile.glob("chaoslab-*.prom")
-    assert collected.read_text() == (run_folder(tmp_path) / "metrics.prom").read_text()
+    assert collected.read_text() == (run_folder(results) / "metrics.prom").read_text()
 
 
 def test_a_dry_run_of_the_actions_touches_nothing(experiment_lab: Lab, tmp_path: Path):

@@ -185,7 +185,7 @@ def test_three_scheduled_runs_are_recorded_and_reported(sched_lab: Lab, tmp_path
         assert f"run {number}/3: {experiment}" in out
     assert out.count("chaoslab inject: freeze_service on haproxy-1 (haproxy)") == 3
     assert out.count("=> completed, downtime ") == 3
-    assert out.rstrip().endswith("schedule done: 3 runs (3 completed)")
+    assert "schedule done: 3 runs (3 completed)\n" in out
 
     runs = history.load(results / history.HISTORY_FILE)
     assert len(runs) == 3

@@ -15,6 +15,7 @@ import pytest
 from chaoslab.errors import ChaoslabError
 from chaoslab.lab.topology import Topology
 from chaoslab.measure.client import Target, request_vip
+from chaoslab.measure.load import Endpoint, request_fresh
 
 TOPOLOGY = Topology.load()
 
@@ -58,6 +59,9 @@ def test_each_identity_names_the_backend_its_own_way(server: http.server.HTTPSer
     assert request_vip(Target(url(server), backends, "body"), 1).backend == "web2"
     assert request_vip(Target(url(server), backends, "header", "X-Served-By"), 1).backend == "web1"
     assert request_vip(Target(url(server), backends, "cookie", "SERVERID"), 1).backend == "web2"
+    for identity, field, backend in (("body", None, "web2"), ("header", "X-Served-By", "web1"), ("cookie", "SERVERID", "web2")):
+        target = Target(url(server), backends, identity, field)  # the sampler's and the load's http.client
+        assert request_fresh(Endpoint(target, 1), target).backend == backend
     anonymous = request_vip(Target(url(server), (), "none"), 1)
     assert anonymous.ok and anonymous.backend is None
 
@@ -86,7 +90,8 @@ def test_https_sends_the_server_name_and_the_host_header(server: http.server.HTT
     server.answer = (200, "hello", {})
     target = Target(url(server, "https"), (), "none", host="shop.example.test", verify_tls=False)
     assert request_vip(target, 2).ok
-    assert names == ["shop.example.test"] and server.hosts == ["shop.example.test"]
+    assert request_fresh(Endpoint(target, 2), target).ok  # the sampler's request, through http.client
+    assert names == ["shop.example.test"] * 2 and server.hosts == ["shop.example.test"] * 2
 
 
 def test_the_lab_target_is_its_pages_and_a_user_target_comes_from_the_topology():

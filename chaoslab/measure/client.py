@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import errno
 import json
-import threading
 import time
 from collections.abc import Mapping
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import requests
 from requests.adapters import HTTPAdapter
+
+MAX_DURATION = 900.0  # seconds: the longest a sampler or a load runs
 
 
 @dataclass(frozen=True)
@@ -144,34 +144,18 @@ def new_session(target: Target) -> requests.Session:
     return session
 
 
-def request_vip(target: Target, timeout: float, session: requests.Session | None = None) -> Outcome:
-    """GET the target once on a new connection, as a fresh client would (Connection: close: also on a
-    session that is reused, each request opens its own); the answer judged by Target.outcome."""
+def request_vip(target: Target, timeout: float) -> Outcome:
+    """GET the target once on a new connection, as a fresh client would; the answer judged by
+    Target.outcome. (The sampler sends the same request with http.client: chaoslab.measure.load.)"""
     sent = time.time()
     started = time.perf_counter()
     headers = {"Connection": "close", **({"Host": target.host} if target.host else {})}
     try:
-        with nullcontext(session) if session is not None else new_session(target) as used:
-            response = used.get(target.url, timeout=timeout, headers=headers, allow_redirects=False,
+        with new_session(target) as session:
+            response = session.get(target.url, timeout=timeout, headers=headers, allow_redirects=False,
                                 verify=target.verify_tls)
     except requests.RequestException as error:
         return Outcome(sent, time.perf_counter() - started, error=error_kind(error))
     latency = time.perf_counter() - started
     backend = target.backend_of(response) if response.status_code == target.expect_status else None
     return target.outcome(sent, latency, response.status_code, backend)
-
-
-class FreshClient:
-    """Requests to the target from many threads, each on a new connection, each thread reusing its own
-    session: building a session per request costs the sampler more CPU than the request itself."""
-
-    def __init__(self, target: Target, timeout: float):
-        self.target = target
-        self.timeout = timeout
-        self.sessions = threading.local()
-
-    def request(self) -> Outcome:
-        session = getattr(self.sessions, "session", None)
-        if session is None:
-            session = self.sessions.session = new_session(self.target)
-        return request_vip(self.target, self.timeout, session)

@@ -25,11 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TextIO
 
-import urllib3
+from chaoslab.measure.client import MAX_DURATION, Outcome, Target
+from chaoslab.measure.load import Endpoint, request_fresh
 
-from chaoslab.measure.client import FreshClient, Outcome, Target
-
-MAX_DURATION = 900.0
 SPARE_WORKERS = 16
 
 
@@ -106,9 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         target = Target.from_json(args.target)
     except TypeError as error:
         parser.error(f"--target is not a target: {error}")
-    if not target.verify_tls:  # chosen in the topology: a warning per request would say so 100 times a second
-        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-    sampler = Sampler(FreshClient(target, args.timeout).request, args.output, args.interval, args.timeout,
+    endpoint = Endpoint(target, args.timeout)
+    sampler = Sampler(lambda: request_fresh(endpoint, target), args.output, args.interval, args.timeout,
                       args.max_duration, args.max_count)
     signal.signal(signal.SIGTERM, sampler.stop)
     signal.signal(signal.SIGINT, sampler.stop)

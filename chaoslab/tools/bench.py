@@ -156,10 +156,11 @@ def bench_sampler(seconds: float, interval: float) -> None:
 LOAD_CPU_GOAL = 0.25  # the instrument (sampler + load) may use at most this share of one core
 
 
-def bench_load(seconds: float, clients: int) -> None:
-    """The sampler and `clients` keep-alive clients against the VIP, no fault: the answers per second the
-    stack serves, and the CPU the instrument itself uses (both processes, user + system) as a share of
-    one core, against LOAD_CPU_GOAL."""
+def measure_load(seconds: float, clients: int) -> dict:
+    """The sampler and `clients` keep-alive clients against the VIP of a lab of its own, no fault: the load's
+    summary (chaoslab.measure.load_analysis), the sampler's requests and answers, and the CPU the instrument
+    itself used (both processes, user + system, their interpreters' start included) as a share of one core,
+    against LOAD_CPU_GOAL. JSON-ready, for a caller such as the matrix's docs."""
     lab = Lab(LabSettings(prefix=BENCH_LOAD_PREFIX))
     lab.down()
     try:
@@ -191,17 +192,29 @@ def bench_load(seconds: float, clients: int) -> None:
     finally:
         lab.down()
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    summary = summarize_load(records, None, None)
-    share = cpu / wall
+    return {
+        "seconds": seconds, "clients": clients, "load": summarize_load(records, None, None),
+        "sampler": {"requests": len(sampled), "answered": sum("backend" in entry for entry in sampled)},
+        "cpu_seconds": round(cpu, 2), "wall_seconds": round(wall, 2), "cpu_share": round(cpu / wall, 3),
+        "cpu_goal": LOAD_CPU_GOAL, "goal_met": cpu / wall <= LOAD_CPU_GOAL,
+    }
+
+
+def bench_load(seconds: float, clients: int) -> None:
+    """Prints measure_load: the answers per second the stack serves to the load and to the sampler, and the
+    instrument's CPU against its goal."""
+    measured = measure_load(seconds, clients)
+    summary, sampler = measured["load"], measured["sampler"]
     print(f"load of {clients} keep-alive clients (a request each, then a {DEFAULT_LOAD_PAUSE:g} s pause) beside the "
           f"sampler for {seconds:g} s, no fault:")
     print(f"  load: {summary['answered']} of {summary['requests']} answered, {summary['answers_per_second']} "
           f"answers/s, over {summary['connections']} connections; latency p50 "
           f"{summary['latency']['whole run']['p50_ms']} ms, p99 {summary['latency']['whole run']['p99_ms']} ms")
-    print(f"  sampler: {sum('backend' in entry for entry in sampled)} of {len(sampled)} answered, "
-          f"{len(sampled) / seconds:.0f} requests/s")
-    print(f"  CPU of the instrument (sampler + load): {cpu:.1f} s in {wall:.1f} s = {share:.0%} of one core "
-          f"(goal at most {LOAD_CPU_GOAL:.0%}: {'met' if share <= LOAD_CPU_GOAL else 'NOT met'})")
+    print(f"  sampler: {sampler['answered']} of {sampler['requests']} answered, "
+          f"{sampler['answered'] / seconds:.0f} answers/s")
+    print(f"  CPU of the instrument (sampler + load): {measured['cpu_seconds']:.1f} s in "
+          f"{measured['wall_seconds']:.1f} s = {measured['cpu_share']:.0%} of one core "
+          f"(goal at most {LOAD_CPU_GOAL:.0%}: {'met' if measured['goal_met'] else 'NOT met'})")
 
 
 def bench_matrix(profiles: Sequence[str], scenarios: Sequence[str], repeats: int, prefix: str, docs: Path,
