@@ -48,6 +48,7 @@ EXPERIMENTS = {
     "keepalived-stop": "keepalived-stop.json",
     "backend-down": "backend-down.json",
     "haproxy-freeze": "frozen-haproxy.json",
+    "haproxy-reload": "haproxy-reload.json",
 }
 SCENARIOS = tuple(EXPERIMENTS)
 MATRIX_PREFIX = "matrix"
