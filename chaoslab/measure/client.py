@@ -7,11 +7,13 @@ the one HAProxy can add, a cookie such as HAProxy's `cookie ... insert`), or not
 
 from __future__ import annotations
 
+import argparse
 import errno
 import json
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -159,3 +161,23 @@ def request_vip(target: Target, timeout: float) -> Outcome:
     latency = time.perf_counter() - started
     backend = target.backend_of(response) if response.status_code == target.expect_status else None
     return target.outcome(sent, latency, response.status_code, backend)
+
+
+def instrument_parser(description: str) -> argparse.ArgumentParser:
+    """The command line the sampler and the load share: where they write, what they ask, how long."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--output", required=True, type=Path, help="JSON-lines file appended to")
+    parser.add_argument("--target", required=True, type=json.loads,
+                        help="what to request and what counts as an answer: chaoslab.measure.client.Target as JSON")
+    parser.add_argument("--timeout", type=float, default=1.0, help="seconds before a connect or a read counts as timeout")
+    parser.add_argument("--max-duration", type=float, default=MAX_DURATION, help="stop after this many seconds")
+    return parser
+
+
+def parsed_target(parser: argparse.ArgumentParser, value: dict) -> Target:
+    """--target as a Target, or the parser's error naming what is wrong."""
+    try:
+        return Target.from_json(value)
+    except TypeError as error:
+        parser.error(f"--target is not a target: {error}")
+        raise  # parser.error exits; this line is never reached

@@ -13,7 +13,6 @@ backend, error). Bounded in count and time; stops by itself, or at SIGTERM / SIG
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import itertools
 import json
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
-from chaoslab.measure.client import MAX_DURATION, Outcome, Target, error_kind
+from chaoslab.measure.client import Outcome, Target, error_kind, instrument_parser, parsed_target
 
 MAX_CLIENTS = 500
 # the server ended a keep-alive connection while it was idle: the next request found it gone
@@ -203,14 +202,9 @@ class Load:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Keep-alive clients of the VIP, beside the sampler.")
-    parser.add_argument("--output", required=True, type=Path, help="JSON-lines file appended to")
-    parser.add_argument("--target", required=True, type=json.loads,
-                        help="what to request and what counts as an answer: chaoslab.measure.client.Target as JSON")
+    parser = instrument_parser("Keep-alive clients of the VIP, beside the sampler.")
     parser.add_argument("--clients", required=True, type=int, help=f"concurrent clients, 1..{MAX_CLIENTS}")
     parser.add_argument("--pause", type=float, default=0.1, help="seconds each client thinks between requests (default 0.1)")
-    parser.add_argument("--timeout", type=float, default=1.0, help="seconds before a connect or a read counts as timeout")
-    parser.add_argument("--max-duration", type=float, default=MAX_DURATION, help="stop after this many seconds")
     parser.add_argument("--max-count", type=int, help="stop after this many requests in all (default: one per pause "
                                                        "of --max-duration for each client)")
     args = parser.parse_args(argv)
@@ -220,10 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("pause must be within 0..60 s, timeout within 0..10 s, max-duration within 0..86400 s")
     if args.max_count is not None and args.max_count < 1:
         parser.error(f"--max-count must be at least 1, not {args.max_count}")
-    try:
-        target = Target.from_json(args.target)
-    except TypeError as error:
-        parser.error(f"--target is not a target: {error}")
+    target = parsed_target(parser, args.target)
     load = Load(target, args.output, args.clients, args.pause, args.timeout, args.max_duration, args.max_count)
     signal.signal(signal.SIGTERM, load.stop)
     signal.signal(signal.SIGINT, load.stop)

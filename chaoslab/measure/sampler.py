@@ -12,7 +12,6 @@ and stops by itself, or at SIGTERM / SIGINT.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
@@ -25,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TextIO
 
-from chaoslab.measure.client import MAX_DURATION, Outcome, Target
+from chaoslab.measure.client import Outcome, instrument_parser, parsed_target
 from chaoslab.measure.load import Endpoint, request_fresh
 
 SPARE_WORKERS = 16
@@ -88,22 +87,14 @@ class Sampler:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Sample the VIP at a fixed interval.")
-    parser.add_argument("--output", required=True, type=Path, help="JSON-lines file appended to")
-    parser.add_argument("--target", required=True, type=json.loads,
-                        help="what to request and what counts as an answer: chaoslab.measure.client.Target as JSON")
+    parser = instrument_parser("Sample the VIP at a fixed interval.")
     parser.add_argument("--interval", type=float, default=0.01, help="seconds between requests (default 0.01)")
-    parser.add_argument("--timeout", type=float, default=1.0, help="seconds before a request counts as timeout")
-    parser.add_argument("--max-duration", type=float, default=MAX_DURATION, help="stop after this many seconds")
     parser.add_argument("--max-count", type=int, help="stop after this many requests (default: one per interval of "
                                                        "--max-duration)")
     args = parser.parse_args(argv)
     if not 0.001 <= args.interval <= 60 or not 0 < args.timeout <= 10 or not 0 < args.max_duration <= 86400:
         parser.error("interval must be within 0.001..60 s, timeout within 0..10 s, max-duration within 0..86400 s")
-    try:
-        target = Target.from_json(args.target)
-    except TypeError as error:
-        parser.error(f"--target is not a target: {error}")
+    target = parsed_target(parser, args.target)
     endpoint = Endpoint(target, args.timeout)
     sampler = Sampler(lambda: request_fresh(endpoint, target), args.output, args.interval, args.timeout,
                       args.max_duration, args.max_count)
