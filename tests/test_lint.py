@@ -180,7 +180,7 @@ def test_the_detection_windows_are_reported(pair):
     assert str(track.place) == pair.where("lb1", "        chk_haproxy")
     assert "every 1 s, fall 2" in track.message and "1-2 s" in track.message
     assert "lb2 (priority 100) is the backup" in track.consequence
-    assert "the backup waits its skew (256-100)/256 s = 0.61 s: outage 1.00-2.61 s" in track.consequence  # VRRPv2
+    assert "the backup waits its skew (256-100)/256 s = 0.61 s: outage 1.61-2.61 s" in track.consequence  # VRRPv2
     check = next(f for f in only(findings, "check-timing") if f.node == "lb1")
     assert "3 x 2 s = 6.00 s" in check.message
     assert str(check.place) == pair.where("lb1", "server web1", "haproxy")
