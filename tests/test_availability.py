@@ -85,6 +85,14 @@ def test_a_dead_backend_that_failed_nothing_disagrees_with_a_theory_of_failures(
                      expected_outage("backend-down", redispatching, 100, webservers=2))["within_theory"] is True
 
 
+def test_a_sampler_that_round_robin_never_sent_to_the_dead_server_is_not_judged():
+    """Another client in step with the sampler: HAProxy's rotation gives it httpd-1, the sampler httpd-2 only."""
+    samples = [ok(index, "httpd-2") for index in range(2000)]
+    result = summarize(samples, fault(100.0, 108.0), INTERVAL, expected_outage("backend-down", SEED_SETTINGS, 100,
+                                                                                 webservers=2))
+    assert result["within_theory"] is None and "only httpd-2 answered the sampler" in result["theory_note"]
+
+
 def test_a_hashing_balance_predicts_no_share():
     source = {**SEED_SETTINGS, "haproxy": {**SEED_SETTINGS["haproxy"], "balance": "source"}}
     prediction = expected_outage("backend-down", source, 100, webservers=2)

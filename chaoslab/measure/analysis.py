@@ -148,6 +148,10 @@ def summarize(
     restarts = [restart_json(event, fault) for event in events if event.get("kind") == "restart"]
     run_phases = phases(events, fault, main)
     undone = restart_undoing(restarts, fault, run_phases)
+    before_fault = availability.availability(samples, Window(samples[0].sent, window.start)) if window and samples else None
+    unspread = unspread_note(prediction, before_fault)
+    note = (f"{undone['text']} ({undone['down']:+.2f} s to {undone['up']:+.2f} s), before another load balancer took "
+            "over: the fault was undone before the failover theory predicts could happen") if undone else unspread
     return {
         "interval": interval,
         "requests": len(samples),
@@ -165,8 +169,7 @@ def summarize(
         "downtime_failed": main.failed if main else (0 if downtime is not None else None),
         "downtime_at_least": _ms(main.downtime_at_least) if main else _ms(downtime),
         "impact": impact,
-        "before_fault": availability.availability(samples, Window(samples[0].sent, window.start))
-        if window and samples else None,
+        "before_fault": before_fault,
         "fault_window": availability.availability(samples, window) if window else None,
         "latency": availability.latency(samples, latency_windows(samples, window)),
         "client_timeouts": timeouts_view(samples, window, sampler_timeout),
@@ -178,10 +181,8 @@ def summarize(
         "phases": run_phases,
         "restarts": restarts,
         "theory": prediction.to_json() if prediction else None,
-        "within_theory": None if undone else within_theory(prediction, fault, main, downtime, interval, impact),
-        "theory_note": (f"{undone['text']} ({undone['down']:+.2f} s to {undone['up']:+.2f} s), before another "
-                        "load balancer took over: the fault was undone before the failover theory predicts "
-                        "could happen") if undone else None,
+        "within_theory": None if note else within_theory(prediction, fault, main, downtime, interval, impact),
+        "theory_note": note,
         "verdict": verdict,
         "verdict_reason": reason,
     }
@@ -391,6 +392,22 @@ def _takes_over(event: dict, masters: set[str]) -> bool:
 
 def _first_time(events: Iterable[dict], matches: Callable[[dict], bool]) -> float | None:
     return next((event["t"] for event in events if matches(event)), None)
+
+
+def unspread_note(prediction: Prediction | None, before_fault: dict | None) -> str | None:
+    """Why a partial outage's prediction does not apply to this client: theory's share assumes the balance
+    spread the sampler's requests over the web servers, and before the fault one alone answered it (another client
+    of the VIP taking turns in the same round robin, in step with the sampler). None when it applies, or
+    when the answers name no backend to tell."""
+    if prediction is None or prediction.measures != "impact" or not prediction.failed_share or before_fault is None:
+        return None
+    named = [name for name in before_fault["by_backend"] if name != "unnamed"]
+    expected = round(1 / prediction.failed_share)
+    if len(named) != 1 or expected < 2:
+        return None
+    return (f"before the fault only {named[0]} answered the sampler, not the {expected} web servers the "
+            "balance spreads requests over (other clients of the VIP take turns in the same rotation): what share "
+            "of its requests the dead one gets is not the balance's, so the partial outage is not judged")
 
 
 def restart_json(event: dict, fault: Fault | None) -> dict:
