@@ -23,7 +23,6 @@ the lab down only if this run brought it up.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from chaoslab.checks import check_experiment
 from chaoslab.commands import stop
 from chaoslab.errors import ChaoslabError
 from chaoslab.lab.lab import HealIncomplete, Lab
+from chaoslab.lab.settings import configured
 from chaoslab.lab.topology import Topology
 from chaoslab.measure import analysis, history, junit, metrics, theory
 from chaoslab.measure.events import EventRecorder
@@ -197,7 +197,7 @@ def load_options(options: dict, configuration: Configuration) -> LoadOptions | N
     declared = options.get("load") or {}
     if not isinstance(declared, dict):
         raise ChaoslabError(f'the chaoslab extension\'s "load" must be an object such as {{"clients": 20}}, not {declared!r}')
-    given = os.environ.get(LOAD_CLIENTS_ENV) or (configuration or {}).get(LOAD_CLIENTS_KEY)
+    given = configured(configuration, LOAD_CLIENTS_KEY, LOAD_CLIENTS_ENV)
     clients = declared.get("clients", 0) if given in (None, "") else given
     pause = declared.get("pause", DEFAULT_LOAD_PAUSE)
     try:
@@ -397,8 +397,7 @@ def export_metrics(run: Run, summary: dict) -> None:
     """The run's Prometheus metrics: in its folder, and where the configuration or environment says
     (chaoslab_metrics_dir: node_exporter's textfile collector; chaoslab_pushgateway: a Pushgateway URL).
     A destination that cannot be written is logged; the run's own files do not depend on it."""
-    where = {key: os.environ.get(variable) or run.configuration.get(key) or None
-             for key, variable in METRICS_DESTINATIONS.items()}
+    where = {key: configured(run.configuration, key, variable) or None for key, variable in METRICS_DESTINATIONS.items()}
     try:
         written = metrics.export(summary, run.folder, where["chaoslab_metrics_dir"], where["chaoslab_pushgateway"])
     except OSError as error:

@@ -43,11 +43,7 @@ class LabSettings:
         """The experiment's configuration, overridden by CHAOSLAB_* environment variables;
         the VRRP password from $CHAOSLAB_VRRP_PASSWORD or the experiment's secrets
         ({"chaoslab": {"vrrp_password": ...}}), the lab's default otherwise."""
-        configuration = configuration or {}
-        values = {
-            key: os.environ.get(variable) or configuration.get(key)
-            for key, variable in SETTINGS.items()
-        }
+        values = {key: configured(configuration, key, variable) for key, variable in SETTINGS.items()}
         password = os.environ.get(PASSWORD_ENV) or ((secrets or {}).get("chaoslab") or {}).get("vrrp_password")
         return cls(
             provider=values["chaoslab_provider"] or DEFAULT_PROVIDER,
@@ -58,6 +54,11 @@ class LabSettings:
             confirm_hosts=str(values["chaoslab_confirm_hosts"] or "").lower() in ("1", "true", "yes"),
             sampler_interval=parse_interval(values["chaoslab_sampler_interval"]),
         )
+
+
+def configured(configuration: Mapping | None, key: str, variable: str) -> object:
+    """A chaoslab setting: the environment variable if it is set, else the experiment's configuration key."""
+    return os.environ.get(variable) or (configuration or {}).get(key)
 
 
 def parse_interval(value: object) -> float | None:

@@ -160,7 +160,7 @@ def measure_load(seconds: float, clients: int) -> dict:
     """The sampler and `clients` keep-alive clients against the VIP of a lab of its own, no fault: the load's
     summary (chaoslab.measure.load_analysis), the sampler's requests and answers, and the CPU the instrument
     itself used (both processes, user + system, their interpreters' start included) as a share of one core,
-    against LOAD_CPU_GOAL. JSON-ready, for a caller such as the matrix's docs."""
+    against LOAD_CPU_GOAL, JSON-ready."""
     lab = Lab(LabSettings(prefix=BENCH_LOAD_PREFIX))
     lab.down()
     try:
