@@ -220,7 +220,12 @@ def test_a_dry_run_of_the_actions_touches_nothing(experiment_lab: Lab, tmp_path:
     assert not [path for path in tmp_path.iterdir() if path.is_dir()]  # no run folder
     assert experiment_lab.node("haproxy-1").service_pids("haproxy") == pids
     assert experiment_lab.vip_holders() == ["haproxy-1"]
-    chaos_run("failover", "ctdry", tmp_path, options=("--dry=actions",))
+    down = tmp_path / "lab-down"  # a lab that is not up is not brought up (nor brought up and down again)
+    down.mkdir()
+    chaos_run("failover", "ctdry", down, options=("--dry=actions",))
+    log = (down / "failover.log").read_text()
+    assert "dry run (actions): no fault" in log and "chaoslab: removed" not in log
+    assert not [path for path in down.iterdir() if path.is_dir()]
     assert not Lab(LabSettings(prefix="ctdry")).is_up()
     assert not [name for name in lab_leftovers()["namespaces"] if name.startswith("ctdry")]
 
